@@ -35,4 +35,10 @@ d = { 'settings': { 'branch': 'main',
                              'temlearn.io.describe': ('io.html#describe', 'temlearn/io.py'),
                              'temlearn.io.info_cli': ('io.html#info_cli', 'temlearn/io.py'),
                              'temlearn.io.read_image': ('io.html#read_image', 'temlearn/io.py'),
-                             'temlearn.io.write_tiff': ('io.html#write_tiff', 'temlearn/io.py')}}}
+                             'temlearn.io.write_tiff': ('io.html#write_tiff', 'temlearn/io.py')},
+            'temlearn.preprocess': { 'temlearn.preprocess._as_mask': ('preprocess.html#_as_mask', 'temlearn/preprocess.py'),
+                                     'temlearn.preprocess._radius_offsets': ('preprocess.html#_radius_offsets', 'temlearn/preprocess.py'),
+                                     'temlearn.preprocess.dbscan_pixels': ('preprocess.html#dbscan_pixels', 'temlearn/preprocess.py'),
+                                     'temlearn.preprocess.nanowire_density': ('preprocess.html#nanowire_density', 'temlearn/preprocess.py'),
+                                     'temlearn.preprocess.percolates': ('preprocess.html#percolates', 'temlearn/preprocess.py'),
+                                     'temlearn.preprocess.resize_mask': ('preprocess.html#resize_mask', 'temlearn/preprocess.py')}}}
