@@ -164,7 +164,7 @@ def read_image(path, frame: int | None = None, signal: int | str | None = None) 
     if date: md['date'] = str(date)
     return TEMImage(np.ascontiguousarray(data), pixel_size, md)
 
-# %% ../nbs/01_io.ipynb #e46708b5
+# %% ../nbs/01_io.ipynb #827d329a
 def write_tiff(img: TEMImage, path) -> Path:
     "Write `img` as a TIFF that `read_image` reads back with the same pixels and pixel size (nm)."
     from rsciio.tiff import file_writer
@@ -183,7 +183,7 @@ def write_tiff(img: TEMImage, path) -> Path:
         file_writer(str(path), sig)
     return path
 
-# %% ../nbs/01_io.ipynb #c28ae946
+# %% ../nbs/01_io.ipynb #46ca365b
 def describe(img: TEMImage) -> str:
     "A short human-readable summary of a `TEMImage`: size, calibration, field of view, acquisition parameters."
     from temlearn.core import _fmt_len
