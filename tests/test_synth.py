@@ -32,6 +32,66 @@ def test_poisson_counts_statistics():
     assert np.array_equal(poisson_counts(lam, seed=4, threads=1), poisson_counts(lam, seed=4, threads=2))
 
 
+def _exact_inversion(lam, u):
+    "Reference: smallest k with F(k; λ) > u, F the Poisson CDF from scipy.special.pdtr (slow, obviously correct)."
+    from scipy.special import pdtr
+    lam = lam.astype(np.float64)
+    k = np.maximum(np.floor(lam - 10 * np.sqrt(lam) - 10), 0)      # F(k - 1) ≈ 0 ≤ u there
+    assert (pdtr(k - 1, lam)[k > 0] <= u[k > 0]).all()
+    sub = np.arange(lam.size)
+    while sub.size:
+        sub = sub[pdtr(k[sub], lam[sub]) <= u[sub]]; k[sub] += 1
+    return k
+
+
+@pytest.mark.parametrize('lo,hi', [(0, 1.5), (2, 9), (14, 21), (62.5, 66)])   # the last one straddles NumPy's range
+def test_table_sampler_is_exact_inversion(lo, hi):
+    "The table-guided sampler returns, pixel for pixel, the exact inverse CDF of the same uniform draw."
+    from temlearn.synth import _poisson_inv, _poisson_table, _PLMAX
+    rng = np.random.default_rng(int(lo * 10))
+    lam = rng.uniform(lo, hi, 200_000).astype(np.float32)
+    lam[:50] = np.float32(lo)                                           # grid points themselves
+    lam[50:100] = np.float32(np.ceil(lo * 64) / 64)
+    table = _poisson_table(int(min(lo, _PLMAX - 1)), int(min(hi, _PLMAX - 1)))
+    x = _poisson_inv(lam, np.random.default_rng(7), table)
+    u = np.random.default_rng(7).random(lam.size)                      # the same uniforms the sampler drew first
+    small = lam < _PLMAX
+    assert x.dtype == np.float32 and (x >= 0).all()
+    assert np.array_equal(x[small], _exact_inversion(lam[small], u[small]))
+    if (~small).any(): assert abs(x[~small].mean() / lam[~small].mean() - 1) < 0.02
+
+
+def test_poisson_counts_small_means_discreteness():
+    "Low counts: P(0) = mean of exp(−λ), P(1) = mean of λ·exp(−λ); mean and Var(k − λ) equal mean λ."
+    lam = np.random.default_rng(1).uniform(0, 3, (600, 600))
+    k = poisson_counts(lam, seed=2, threads=2).astype(np.float64)
+    assert np.array_equal(poisson_counts(lam, seed=2, threads=1), k)
+    assert (k == np.round(k)).all() and k.min() >= 0
+    assert abs((k == 0).mean() - np.exp(-lam).mean()) < 0.003
+    assert abs((k == 1).mean() - (lam * np.exp(-lam)).mean()) < 0.003
+    assert abs((k == 2).mean() - (lam ** 2 / 2 * np.exp(-lam)).mean()) < 0.003
+    assert abs(k.mean() / lam.mean() - 1) < 0.01 and abs(((k - lam) ** 2).mean() / lam.mean() - 1) < 0.02
+    lam0 = np.full((300, 300), 0.05)                                    # almost always 0, sometimes 1
+    k0 = poisson_counts(lam0, seed=3)
+    assert abs((k0 == 0).mean() - np.exp(-0.05)) < 0.003 and set(np.unique(k0)) <= {0, 1, 2, 3}
+    assert not poisson_counts(np.zeros((64, 64)), seed=0).any()          # λ = 0 → no counts
+
+
+@pytest.mark.parametrize('mean', [0.7, 17.0, 45.0, 150.0])             # table sampler (≤ 64) and NumPy's (> 64)
+def test_poisson_counts_variance_equals_mean(mean):
+    c = poisson_counts(np.full((400, 400), mean), seed=11).astype(np.float64)
+    assert abs(c.mean() / mean - 1) < 0.01 and abs(c.var() / c.mean() - 1) < 0.03
+
+
+def test_hrtem_frame_independent_of_threads(monkeypatch):
+    import temlearn.synth as S
+    ref = hrtem_image('Au', size=512, seed=5)[0].data
+    monkeypatch.setattr(S, '_n_threads', lambda: 1)
+    assert np.array_equal(hrtem_image('Au', size=512, seed=5)[0].data, ref)
+    monkeypatch.setattr(S, '_n_threads', lambda: 3)
+    assert np.array_equal(hrtem_image('Au', size=512, seed=5)[0].data, ref)
+
+
 def test_poisson_counts_rejects_bad_mean():
     lam = np.ones((8, 8)); lam[2, 2] = np.nan
     with pytest.raises(ValueError, match='finite and non-negative'): poisson_counts(lam)
