@@ -208,43 +208,10 @@ def render_curves(curves, size: int):
 # %% ../nbs/02_synth.ipynb #5f92d746
 MORPHOLOGIES = ('singular', 'dispersed', 'network', 'bundle')
 
-def _resize_mask(mask, size: int):
-    "Area-average the mask to `size`² and keep pixels at least half covered by wire."
-    from PIL import Image
-    m = np.asarray(mask, bool)
-    if m.shape == (size, size): return m
-    return np.asarray(Image.fromarray(m.astype(np.float32)).resize((size, size), Image.Resampling.BOX)) >= 0.5 - 1e-6
-
-def _clusters(m):
-    "Labels of DBSCAN(eps=2, min_samples=2) clusters of the True pixels of `m` (0 = background or noise)."
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    lab, n = ndi.label(m, structure=np.ones((3, 3), int))
-    if n == 0: return lab, 0
-    a = [lab[:-2, :], lab[:, :-2]]; b = [lab[2:, :], lab[:, 2:]]
-    ea = np.concatenate([x.ravel() for x in a]); eb = np.concatenate([y.ravel() for y in b])
-    ok = (ea > 0) & (eb > 0) & (ea != eb)
-    g = coo_matrix((np.ones(ok.sum()), (ea[ok], eb[ok])), shape=(n + 1, n + 1))
-    _, comp = connected_components(g, directed=False)
-    lab = np.where(lab > 0, comp[lab] + 1, 0)
-    # min_samples=2: a pixel with no neighbour within distance 2 is noise
-    nb = ndi.convolve(m.astype(np.int32), np.array([[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 0, 1, 1],
-                                                    [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]]), mode='constant')
-    lab[m & (nb == 0)] = 0
-    return lab, n
-
 def _percolates(mask, size: int = 224) -> bool:
-    "Does one DBSCAN(eps=2, min_samples=2) cluster of the mask resized to `size` span ≥ size−2 px both ways?"
-    m = _resize_mask(mask, size)
-    lab, _ = _clusters(m)
-    if lab.max() == 0: return False
-    idx = np.flatnonzero(lab.ravel()); l = lab.ravel()[idx]
-    rows, cols = idx // size, idx % size
-    n = l.max() + 1
-    rmin = np.full(n, size); rmax = np.full(n, -1); cmin = np.full(n, size); cmax = np.full(n, -1)
-    np.minimum.at(rmin, l, rows); np.maximum.at(rmax, l, rows)
-    np.minimum.at(cmin, l, cols); np.maximum.at(cmax, l, cols)
-    return bool(np.any((rmax - rmin >= size - 2) & (cmax - cmin >= size - 2)))
+    "Percolation rule of REFERENCE §3 (DBSCAN eps=2, min_samples=2 at `size`²): `temlearn.preprocess.percolates`."
+    from temlearn.preprocess import percolates      # defined in a later notebook; imported when first used
+    return percolates(mask, eps=2, min_samples=2, size=size)
 
 # %% ../nbs/02_synth.ipynb #176c03c5
 _DETECTOR_PX_NM = 15e3        # 15 µm camera pixels

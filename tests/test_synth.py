@@ -10,15 +10,13 @@ from temlearn.io import read_image
 from temlearn.synth import (MORPHOLOGIES, HRTEM_COLUMNS, MATERIALS, poisson_counts, random_field, nanowire_image,
                             hrtem_image, generic_em_image, lattice_spacing, noise_gain, write_nanowire_dataset,
                             write_hrtem_dataset, write_generic_dataset, synth_cli, histogram_baseline, density_auc,
-                            ctf, interaction_constant, _percolates)
+                            ctf, interaction_constant)
 
 
 def official_percolates(mask):
-    "The library's percolation analysis (temlearn.preprocess) when available, else the generator's own copy."
-    if importlib.util.find_spec('temlearn.preprocess') is not None:
-        from temlearn.preprocess import percolates
-        return percolates(mask, eps=2, min_samples=2, size=224)
-    return _percolates(mask)
+    "The library's percolation analysis (REFERENCE §3)."
+    from temlearn.preprocess import percolates
+    return percolates(mask, eps=2, min_samples=2, size=224)
 
 
 # ---------------------------------------------------------------- counting statistics
@@ -132,15 +130,6 @@ def test_network_percolates_dispersed_does_not(size):
 def test_percolation_by_construction_any_seed(seed):
     assert official_percolates(nanowire_image('network', 80, seed)[1])
     assert not official_percolates(nanowire_image('dispersed', 80, seed)[1])
-
-
-def test_private_percolation_matches_official():
-    if importlib.util.find_spec('temlearn.preprocess') is None: pytest.skip('temlearn.preprocess not built yet')
-    from temlearn.preprocess import percolates
-    for s in range(6):
-        for m in MORPHOLOGIES:
-            mask = nanowire_image(m, 128, [9, s])[1]
-            assert _percolates(mask) == percolates(mask)
 
 
 def test_density_overlap_and_histogram_classifier_fails():
