@@ -481,11 +481,15 @@ def pretrain(data, method: str = 'barlow', arch: str = 'resnet50', size: int = 2
              temperature: float = 0.1, lambd: float = 0.005, crop: str | None = None, aug: EMAugment | None = None,
              in_chans: int = 1, pretrained: bool = False, precision: str = 'auto', channels_last: bool | None = None,
              compile: bool = False, device=None, ckpt_every: int = 10, resume: bool = False, knn_data=None,
-             seed: int = 0, progress: bool = True, cbs=None) -> nn.Module:
+             source_size: int | None = None, seed: int = 0, progress: bool = True, cbs=None) -> nn.Module:
     "Self-supervised pretraining of a timm encoder on unlabeled images; returns the encoder (saved to `out` if given)."
     if method not in _METHODS: raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
     if int(epochs) < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
     if optimizer not in ('sgd', 'lars'): raise ValueError(f"optimizer must be 'sgd' or 'lars', got {optimizer!r}")
+    source_size = int(size) if source_size is None else int(source_size)
+    if source_size < int(size): raise ValueError(f"source_size ({source_size}) must be >= size ({size})")
+    if aug is not None and source_size != int(size) and aug.size != int(size):
+        raise ValueError(f"with source_size={source_size} the augmentation must output size={size} views (aug.size={aug.size})")
     dev = _pick_device(device)
     _init_distributed(dev)
     prec = _precision(precision, dev)
@@ -494,7 +498,7 @@ def pretrain(data, method: str = 'barlow', arch: str = 'resnet50', size: int = 2
     ckpt_path = out / 'checkpoint.pt' if out is not None else None
     config = dict(method=method, arch=arch, size=int(size), bs=int(bs), epochs=int(epochs), lr=lr, optimizer=optimizer,
                   projector=list(projector), crop=crop or (aug.crop if aug else _METHODS[method]), in_chans=in_chans,
-                  seed=seed, world=max(1, num_distrib()))
+                  seed=seed, world=max(1, num_distrib()), source_size=source_size)
     ckpt = None
     if resume:
         if ckpt_path is None: raise ValueError("resume=True needs out= (the folder holding checkpoint.pt)")
@@ -503,7 +507,7 @@ def pretrain(data, method: str = 'barlow', arch: str = 'resnet50', size: int = 2
             diff = {k: (ckpt['config'].get(k), v) for k, v in config.items() if k != 'epochs' and ckpt['config'].get(k) != v}
             if diff: raise ValueError(f"{ckpt_path}: checkpoint was made with different settings {diff} (checkpoint, now)")
     # data
-    x = load_images(data, size, progress=progress and rank_distrib() == 0)
+    x = load_images(data, source_size, progress=progress and rank_distrib() == 0)
     fp = data_fingerprint(x)
     if ckpt is not None and ckpt['config'].get('data_fingerprint') not in (None, fp):
         raise ValueError(f"{ckpt_path}: checkpoint was trained on different data ({ckpt['config']['data_fingerprint']} vs {fp})")
@@ -581,6 +585,8 @@ def pretrain_cli(argv=None) -> int:
     ap.add_argument('--method', default='barlow', choices=list(_METHODS))
     ap.add_argument('--arch', default='resnet50', help='timm architecture name (default resnet50)')
     ap.add_argument('--size', type=int, default=224, help='training image size in pixels')
+    ap.add_argument('--source-size', type=int, default=None,
+                    help='load images at this size and cut the --size views from them (default: --size)')
     ap.add_argument('--bs', type=int, default=64, help='batch size (per process)')
     ap.add_argument('--epochs', type=int, default=200)
     ap.add_argument('--lr', type=float, default=0.2)
@@ -604,7 +610,8 @@ def pretrain_cli(argv=None) -> int:
         enc = pretrain(a.data, method=a.method, arch=a.arch, size=a.size, bs=a.bs, epochs=a.epochs, out=a.out,
                        lr=a.lr, optimizer=a.optimizer, projector=proj, crop=a.crop, in_chans=a.in_chans,
                        pretrained=a.pretrained, precision=a.precision, compile=a.compile, device=a.device,
-                       ckpt_every=a.ckpt_every, resume=a.resume, knn_data=knn, seed=a.seed, progress=not a.no_progress)
+                       ckpt_every=a.ckpt_every, resume=a.resume, knn_data=knn, source_size=a.source_size, seed=a.seed,
+                       progress=not a.no_progress)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr); return 1
     if rank_distrib() == 0:

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from temlearn.core import TEMImage
 from temlearn.io import write_tiff
+from temlearn.augment import EMAugment
 from temlearn.ssl import (BarlowTwinsLoss, NTXentLoss, Projector, EncoderFileError, create_encoder, save_encoder,
                           load_encoder, encoder_input, warmup_cosine, pretrain, pretrain_cli, load_images,
                           effective_rank, embedding_std, knn_accuracy, TensorBatchDL)
@@ -212,6 +213,35 @@ def test_cli_on_folder_of_microscope_files(tmp_path, capsys):
     rc = pretrain_cli(['--data', str(raw), '--out', str(tmp_path / 'enc2'), '--arch', 'resnet10t', '--size', '32',
                        '--bs', '4', '--epochs', '1', '--no-progress'])
     assert rc == 1 and 'broken.tif' in capsys.readouterr().err
+
+
+def test_source_size_views_and_errors(tmp_path):
+    "Views cut from larger sources keep the training size; bad combinations are refused; the CLI passes it on."
+    ims = _imgs(8, 64)
+    shapes = []
+    class Spy(Callback):
+        order = 60
+        def before_batch(self): shapes.append(tuple(self.learn.xb[0].shape))
+    enc = pretrain(ims, method='barlow', arch='resnet10t', size=32, source_size=64, bs=4, epochs=1, projector=(8, 8),
+                   progress=False, out=tmp_path / 'enc', cbs=[Spy()])
+    assert shapes and all(s[-2:] == (32, 32) for s in shapes)
+    assert enc.temlearn_meta['input_size'] == 32 and enc.temlearn_meta['pretrain']['source_size'] == 64
+    meta = json.loads((tmp_path / 'enc' / 'encoder.json').read_text())
+    assert meta['input_size'] == 32
+    with pytest.raises(ValueError, match='source_size'):
+        pretrain(ims, arch='resnet10t', size=32, source_size=16)
+    with pytest.raises(ValueError, match='must output size=32'):
+        pretrain(ims, arch='resnet10t', size=32, source_size=64, aug=EMAugment(size=None))
+    # resuming with another source size is refused (the views would change mid-run)
+    with pytest.raises(ValueError, match='different settings'):
+        pretrain(ims, method='barlow', arch='resnet10t', size=32, source_size=48, bs=4, epochs=2, projector=(8, 8),
+                 progress=False, out=tmp_path / 'enc', resume=True)
+    raw = tmp_path / 'raw'
+    for i, a in enumerate(ims):
+        write_tiff(TEMImage(a.astype(np.float32), pixel_size=0.2), raw / f'frame{i}.tif')
+    assert pretrain_cli(['--data', str(raw), '--out', str(tmp_path / 'cli'), '--arch', 'resnet10t', '--size', '32',
+                         '--source-size', '64', '--bs', '4', '--epochs', '1', '--projector', '8,8', '--no-progress']) == 0
+    assert load_encoder(tmp_path / 'cli').temlearn_meta['input_size'] == 32
 
 
 _DDP_SCRIPT = textwrap.dedent('''
