@@ -504,7 +504,8 @@ def pretrain(data, method: str = 'barlow', arch: str = 'resnet50', size: int = 2
         if ckpt_path is None: raise ValueError("resume=True needs out= (the folder holding checkpoint.pt)")
         if ckpt_path.exists():
             ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
-            diff = {k: (ckpt['config'].get(k), v) for k, v in config.items() if k != 'epochs' and ckpt['config'].get(k) != v}
+            saved = {'source_size': int(size), **ckpt['config']}           # checkpoints older than source_size
+            diff = {k: (saved.get(k), v) for k, v in config.items() if k != 'epochs' and saved.get(k) != v}
             if diff: raise ValueError(f"{ckpt_path}: checkpoint was made with different settings {diff} (checkpoint, now)")
     # data
     x = load_images(data, source_size, progress=progress and rank_distrib() == 0)

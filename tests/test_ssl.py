@@ -232,6 +232,12 @@ def test_source_size_views_and_errors(tmp_path):
         pretrain(ims, arch='resnet10t', size=32, source_size=16)
     with pytest.raises(ValueError, match='must output size=32'):
         pretrain(ims, arch='resnet10t', size=32, source_size=64, aug=EMAugment(size=None))
+    # a checkpoint written before source_size existed resumes as source_size == size
+    kw = dict(method='barlow', arch='resnet10t', size=32, bs=4, epochs=2, projector=(8, 8), progress=False)
+    pretrain(ims, epochs=1, **{k: v for k, v in kw.items() if k != 'epochs'}, out=tmp_path / 'old')
+    ck = torch.load(tmp_path / 'old' / 'checkpoint.pt', weights_only=False)
+    del ck['config']['source_size']; torch.save(ck, tmp_path / 'old' / 'checkpoint.pt')
+    assert pretrain(ims, **kw, out=tmp_path / 'old', resume=True).temlearn_meta['epochs'] == 2
     # resuming with another source size is refused (the views would change mid-run)
     with pytest.raises(ValueError, match='different settings'):
         pretrain(ims, method='barlow', arch='resnet10t', size=32, source_size=48, bs=4, epochs=2, projector=(8, 8),
