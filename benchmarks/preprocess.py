@@ -2,7 +2,7 @@
 
 Ours (`temlearn.preprocess.preprocess`: vectorised x-ray removal with an exact bracketed median, IRLS flat field
 fitted on the 4× down-sampled frame and evaluated separably in bands, in-place standardisation, patching) against
-a straightforward implementation of the published algorithm (REFERENCE §1), written here from its description:
+a straightforward implementation of the published algorithm (temlearn.reference), written from its description:
 float64 throughout, `np.median`, a per-hot-pixel Python loop, the 9 Bernstein basis images materialised at the
 fitting resolution for `lstsq` and at full resolution (4096² × 9 float64 ≈ 1.2 GB) to evaluate the surface,
 and a Python loop over tiles.
@@ -38,73 +38,10 @@ def make_frame(n=4096, n_spikes=200, seed=0, dose=1000):
 
 
 # ------------------------------------------------------------------------------------------ the reference
-def ref_remove_xrays(img, threshold=1500, passes=2):
-    a = np.array(img, dtype=np.float64)
-    a[a < 0] = 0
-    h, w = a.shape
-    n = 0
-    for _ in range(passes):
-        thr = np.median(a) + threshold
-        mean = a.mean()
-        ys, xs = np.where(a > thr)
-        order = np.argsort(-a[ys, xs], kind='stable')
-        for k in order:                                                  # one hot pixel at a time, highest first
-            y, x = ys[k], xs[k]
-            if y == 0 or x == 0 or y == h - 1 or x == w - 1: a[y, x] = mean
-            else: a[y, x] = (a[y - 1:y + 2, x - 1:x + 2].sum() - a[y, x]) / 8
-            n += 1
-    return a, n
-
-
-def ref_bernstein_images(shape, degree=(2, 2), full_shape=None, step=1):
-    "The (ny+1)(nx+1) basis images B_i(u) B_j(v), flattened: an (H·W, 9) float64 matrix."
-    H, W = shape
-    FH, FW = full_shape or shape
-    u = (np.arange(H) * step + step / 2) / FH
-    v = (np.arange(W) * step + step / 2) / FW
-    U, V = np.meshgrid(u, v, indexing='ij')
-    cols = []
-    for i in range(degree[0] + 1):
-        for j in range(degree[1] + 1):
-            cols.append((math.comb(degree[0], i) * U ** i * (1 - U) ** (degree[0] - i)
-                         * math.comb(degree[1], j) * V ** j * (1 - V) ** (degree[1] - j)).ravel())
-    return np.stack(cols, axis=1)
-
-
-def ref_flatfield(a, degree=(2, 2), downsample=4, iters=2):
-    H, W = a.shape
-    f = downsample
-    small = a[:H // f * f, :W // f * f].reshape(H // f, f, W // f, f).mean(axis=(1, 3))
-    A = ref_bernstein_images(small.shape, degree, (H, W), f)
-    z = small.ravel()
-    w = np.ones_like(z)
-    for it in range(iters + 1):
-        sw = np.sqrt(w)
-        coef = np.linalg.lstsq(A * sw[:, None], z * sw, rcond=None)[0]
-        if it == iters: break
-        e2 = (z - A @ coef) ** 2
-        w = np.exp(-3 * e2 / (2 * e2.mean()))
-    full = ref_bernstein_images((H, W), degree)                         # 4096² × 9 float64 ≈ 1.2 GB
-    surface = (full @ coef).reshape(H, W)
-    del full
-    return a / surface, surface
-
-
-def ref_patchify(a, mask, size=512, min_foreground=400):
-    tiles, masks, origins = [], [], []
-    for y in range(0, a.shape[0] - size + 1, size):
-        for x in range(0, a.shape[1] - size + 1, size):
-            m = mask[y:y + size, x:x + size]
-            if m.sum() > min_foreground:
-                tiles.append(a[y:y + size, x:x + size].copy()); masks.append(m.copy()); origins.append((y, x))
-    return np.array(tiles), np.array(masks), np.array(origins)
-
-
 def reference(frame, mask):
-    a, _ = ref_remove_xrays(frame)
-    a, _ = ref_flatfield(a)
-    a = (a - a.mean()) / a.std()
-    return ref_patchify(a, mask)
+    "Paper 002's chain written straightforwardly (`temlearn.reference`: per-pixel x-ray loop, full-basis flat field)."
+    from temlearn.reference import preprocess_loop
+    return preprocess_loop(frame, mask, size=512, min_foreground=400)
 
 
 def ours(frame, mask):

@@ -19,7 +19,7 @@ import numpy as np, torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from temlearn.probe import few_shot_protocol, few_shot_splits, _train_stats, _metrics
+from temlearn.probe import few_shot_protocol, few_shot_splits, feature_stats, classification_metrics
 
 SHOTS, SEEDS, N_ENC = (1, 2, 4, 8, 16, 32, 80), range(20), 5
 
@@ -71,7 +71,7 @@ def reference_probe(X, y, p, stats, batch_size=None, max_epochs=200, patience=10
                 if wait >= patience: break
     if best_state is not None: model.load_state_dict(best_state)
     with torch.no_grad(): pred = model(Z[te]).argmax(1).numpy()
-    return _metrics(y[te.numpy()], pred, int(y.max()) + 1)['accuracy']
+    return classification_metrics(y[te.numpy()], pred, int(y.max()) + 1)['accuracy']
 
 
 def main(argv=None):
@@ -101,7 +101,7 @@ def main(argv=None):
     ref = {}
     for name, bs in (('A', None), ('B', 32)):
         t0 = time.perf_counter()
-        accs = [reference_probe(X0, y, p, _train_stats(X0, p['pool_idx'], True), batch_size=bs) for p in plans]
+        accs = [reference_probe(X0, y, p, feature_stats(X0, p['pool_idx'], True), batch_size=bs) for p in plans]
         ref[name] = (time.perf_counter() - t0, accs)
     n_ref = len(plans)
     sub = ours[(ours.encoder == 'encoder0') & (ours.seed < n_seeds)].set_index(['seed', 'k']).accuracy

@@ -3,7 +3,7 @@
     python benchmarks/segment_fewshot_isbi.py                 # defaults: a few minutes on 2 CPU cores
     python benchmarks/segment_fewshot_isbi.py --arch resnet18 --size 256 --crop 128 --epoch-scale 1 --seeds 0 1 2 3 4
 
-Protocol (paper 001, REFERENCE §4, at CPU scale): per seed, an 8-image training pool is drawn from the 30 images and the
+Protocol (paper 001, at CPU scale): per seed, an 8-image training pool is drawn from the 30 images and the
 other 22 are the test set; k = 1, 2, 4, 8 images are drawn (nested) from the pool; a fastai DynamicUnet is trained on
 the frozen encoder with Dice + CE (--loss), Adam lr 1e-3, the paper's epoch schedule times --epoch-scale; the mean per-image test
 Dice/IoU of the membrane class is reported. The SSL encoder is Barlow Twins (temlearn.ssl.pretrain) on the 30 unlabeled
@@ -28,13 +28,14 @@ def main(argv=None):
     ap.add_argument('--csv', default=None, help='write the per-run table here')
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from temlearn.segment import load_isbi2012, few_shot_segmentation, few_shot_table, create_encoder_for_unet
+    from temlearn.segment import load_isbi2012, few_shot_segmentation, few_shot_table
+    from temlearn.encoder import create_encoder
     data = load_isbi2012(size=a.size)
     if data is None: print('ISBI 2012 data not found (shared/data/isbi2012-membranes): nothing to do'); return 0
     ims, ms = data
     t0 = time.time()
     torch.manual_seed(0)
-    encs = {'random init': create_encoder_for_unet(a.arch)}
+    encs = {'random init': create_encoder(a.arch, in_chans=1)}
     from temlearn import ssl
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ def _frame(size):
 
 def _model():
     from temlearn.core import shared_data
-    from temlearn.segment import load_hrtem_generalization_model, ResidualUNet
+    from temlearn.models import load_hrtem_generalization_model, ResidualUNet
     p = shared_data('hrtem-generalization', 'UNet_2p2nmAu330kX423eUTC_fold0_seed962_model.h5')
     return (load_hrtem_generalization_model(p), 'published') if p else (ResidualUNet().eval(), 'random-init')
 
@@ -43,14 +43,15 @@ def run_one(mode, size, tile, overlap, threads):
     import torch
     torch.set_num_threads(threads)
     from temlearn.core import TEMImage
-    from temlearn.segment import sliding_window_predict, predict_mask, dice
+    from temlearn.predict import sliding_window_predict, predict_mask
+    from temlearn.losses import dice
     img, truth = _frame(size)
     net, which = _model()
     frame = TEMImage(img, pixel_size=0.02)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     if mode == 'whole': mask = predict_mask(net, frame)
-    else: mask = sliding_window_predict(net, frame, tile=tile, overlap=overlap, batch_size=4)
+    else: mask = sliding_window_predict(net, frame, tile=tile, overlap=overlap, bs=4)
     dt = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     np.save(f'/tmp/_segbench_{mode}_{size}.npy', mask.data)

@@ -40,7 +40,7 @@ def _lightly(install: bool):
 # ----------------------------------------------------------------------------------------------- ours
 def run_ours(method, arch, size, bs, steps, warm, dev, precision, compile_, crop, channels_last):
     from fastai.callback.core import Callback
-    from temlearn.ssl import pretrain
+    from temlearn.ssl import pretrain, PretrainConfig
     times = []
 
     class Timer(Callback):
@@ -52,8 +52,9 @@ def run_ours(method, arch, size, bs, steps, warm, dev, precision, compile_, crop
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(bs * (steps + warm), 1, size, size, generator=g)
-    pretrain(x, method=method, arch=arch, size=size, bs=bs, epochs=1, device=dev, precision=precision,
-             compile=compile_, crop=crop, channels_last=channels_last, progress=False, cbs=[Timer()])
+    cfg = PretrainConfig(method=method, arch=arch, size=size, bs=bs, epochs=1, device=str(dev), precision=precision,
+                         compile=compile_, crop=crop, channels_last=channels_last)
+    pretrain(x, cfg, progress=False, cbs=[Timer()])
     t = np.diff(times)[warm:]
     return bs * len(t) / t.sum()
 

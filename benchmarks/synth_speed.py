@@ -10,7 +10,7 @@ Prints one table with measured values next to the targets:
 - a 400-image 512² nanowire set written to disk with a process pool — target ≤ 60 s (and 1 process for comparison
   with --compare-jobs);
 - percolation ground truth of that set (every network percolates, no dispersed one does), checked with
-  temlearn.preprocess.percolates when it is installed;
+  temlearn.masks.percolates;
 - dispersed/network wire-density overlap and the accuracy of a 32-bin-histogram logistic-regression classifier
   (must NOT solve the 4-class task; chance = 25 %);
 - the physics checks: lattice-fringe spacing from the power spectrum, Var/mean of substrate counts from two
@@ -68,7 +68,7 @@ def bench_hrtem_one_core(frames, size=4096):
 
 def bench_poisson(size=4096, reps=2):
     "CPU time of the counting-noise step alone: temlearn's table-guided exact sampler vs NumPy's Generator.poisson."
-    from temlearn.synth import _poisson_inv, _table_for
+    from temlearn.camera import _poisson_inv, _table_for
     rng = np.random.default_rng(0)
     y = np.linspace(-1, 1, size, dtype=np.float32)
     lam = (423 * 0.2 ** 2 * (1 + 0.1 * rng.standard_normal((size, size), dtype=np.float32))
@@ -101,14 +101,12 @@ def bench_nanowires(root, n_per_class, size, jobs):
 
 def checks(df):
     from temlearn.io import read_image
-    from temlearn.synth import histogram_baseline, density_auc
-    try:
-        from temlearn.preprocess import percolates
-        src = 'temlearn.preprocess.percolates'
-    except ImportError:
-        from temlearn.synth import _percolates as percolates
-        src = 'temlearn.synth._percolates'
-    out = {'percolation_fn': src}
+    from temlearn.masks import percolates
+    try: from temlearn.features import histogram_baseline, density_auc
+    except ImportError as e:
+        raise SystemExit(f"synth_speed.py: the histogram/density baselines moved to temlearn.features, which is not "
+                         f"importable here ({e}); run with --hrtem-only to skip the nanowire-set checks") from None
+    out = {'percolation_fn': 'temlearn.masks.percolates'}
     for cls in ('network', 'dispersed'):
         sub = df[df.label == cls]
         out[f'{cls}_percolating'] = sum(percolates(read_image(p).data > 0) for p in sub.mask_path)

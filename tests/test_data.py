@@ -6,7 +6,9 @@ from PIL import Image
 from hypothesis import given, settings, strategies as st
 from temlearn.core import TEMImage, shared_data
 from temlearn.data import (index_folder, original_name, read_metadata_csv, select, group_split, group_folds,
-                           build_hdf5_dataset, read_hdf5_dataset, read_mask, seg_dataloaders, cls_dataloaders)
+                           read_hdf5_dataset, seg_dataloaders, cls_dataloaders)
+from temlearn.masks import read_mask
+from temlearn.patches import build_hdf5_dataset
 
 
 def make_tree(root, classes=None, size=48, seed=0):
@@ -139,7 +141,7 @@ def test_build_hdf5_dataset_roundtrip(tmp_path):
     for k in np.flatnonzero(tab.source == src):
         y, x = tab.y[k], tab.x[k]
         np.testing.assert_allclose(imgs[k], full.data[y:y + 64, x:x + 64], atol=1e-5)
-        np.testing.assert_array_equal(labs[k] > 0, read_mask(src.replace('.tif', '_label.png'))[y:y + 64, x:x + 64])
+        np.testing.assert_array_equal(labs[k] > 0, read_mask(src.replace('.tif', '_label.png'))[y:y + 64, x:x + 64] > 0)
     # rotated copies share a split
     g = tab.groupby('group').split.nunique()
     assert (g == 1).all()
@@ -153,9 +155,15 @@ def test_build_hdf5_errors(tmp_path):
     part = items.copy(); part.loc[0, 'mask_path'] = None
     with pytest.raises(ValueError, match='no label'): build_hdf5_dataset(part, tmp_path / 'x.h5', progress=False)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(items.mask_path[0])
+    # one frame with a label of the wrong size: skipped and reported, the other frame is still written
+    table = build_hdf5_dataset(items, tmp_path / 'x.h5', size=64, min_foreground=10, workers=1, progress=False)
+    assert [e['file'] for e in table.attrs['errors']] == [items.path[0]]
+    assert 'does not match' in table.attrs['errors'][0]['error'] and set(table.source) == {items.path[1]}
+    # every frame unusable: an error, and no file left behind
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(items.mask_path[1])
     with pytest.raises(ValueError, match='does not match'):
-        build_hdf5_dataset(items, tmp_path / 'x.h5', size=64, workers=1, progress=False)
-    assert not (tmp_path / 'x.h5').exists()
+        build_hdf5_dataset(items, tmp_path / 'y.h5', size=64, workers=1, progress=False)
+    assert not (tmp_path / 'y.h5').exists() and not (tmp_path / 'y.h5.partial').exists()
 
 
 def test_dataloaders(tmp_path):

@@ -2,6 +2,7 @@
 import os, shutil, numpy as np, pytest
 from pathlib import Path
 from temlearn.core import TEMImage
+from temlearn.core import run_cli
 from temlearn.io import read_image, write_tiff, TEMReadError, info_cli, SUPPORTED_EXTENSIONS
 
 # file, shape, dtype, pixel size (y, x) in nm — from ../shared/data/README.md (independent reader)
@@ -158,7 +159,7 @@ def test_supported_extensions_listed():
 # ---- command line ------------------------------------------------------------------------------
 
 def test_info_cli(raw_dir, tmp_path, capsys):
-    rc = info_cli([str(raw_dir / 'dmTest_float32_nonSquare_diffPixelSize.dm3'), '--png', str(tmp_path / 'x.png')])
+    rc = run_cli(info_cli, [str(raw_dir / 'dmTest_float32_nonSquare_diffPixelSize.dm3'), '--png', str(tmp_path / 'x.png')])
     out = capsys.readouterr().out
     assert rc == 0
     assert '0.2 nm (y) × 1 nm (x)' in out
@@ -167,6 +168,23 @@ def test_info_cli(raw_dir, tmp_path, capsys):
 
 def test_info_cli_errors(tmp_path, capsys):
     (tmp_path / 'bad.dm3').write_bytes(b'\x00' * 100)
-    rc = info_cli([str(tmp_path / 'bad.dm3')])
+    rc = run_cli(info_cli, [str(tmp_path / 'bad.dm3')])
     assert rc == 1
     assert 'bad.dm3' in capsys.readouterr().err
+
+
+def test_info_cli_python_call(raw_dir, capsys):
+    "Called from Python, the command is a plain function (positional files)."
+    assert info_cli(str(raw_dir / 'test_STEM_image.dm3')) == 0
+    assert '0.248538 nm' in capsys.readouterr().out
+
+
+def test_info_console_script(raw_dir):
+    "The installed console script runs the same function (exit 2 without files)."
+    import subprocess, shutil
+    exe = shutil.which('temlearn-info')
+    if exe is None: pytest.skip('temlearn-info is not on PATH (package not installed)')
+    r = subprocess.run([exe, str(raw_dir / 'test_STEM_image.dm3')], capture_output=True, text=True)
+    assert r.returncode == 0 and '0.248538 nm' in r.stdout
+    r = subprocess.run([exe], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('temlearn-info: error:')

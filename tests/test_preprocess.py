@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 from temlearn.core import TEMImage, shared_data
+from temlearn.core import run_cli
 from temlearn.preprocess import (percolates, nanowire_density, dbscan_pixels, resize_mask, remove_xrays, flatfield,
                                  fit_illumination, illumination_surface, rescale, patchify, preprocess, fast_median,
-                                 fast_percentile, preprocess_cli, RESCALE_METHODS)
+                                 fast_percentile, RESCALE_METHODS)
+from temlearn.patches import preprocess_cli
+from temlearn.reference import xrays_loop as _xrays_loop_pair
+
+
+def xrays_loop(img, threshold=1500, passes=2):
+    "The published rule as a per-pixel loop (temlearn.reference), image only."
+    return _xrays_loop_pair(img, threshold, passes)[0]
 
 
 # ---------------------------------------------------------------- synthetic frames with known answers
@@ -27,21 +35,6 @@ def frame_with_truth(n=1024, seed=0, dose=1000, n_spikes=200):
     spiky[ys[pair], xs[pair] + 1] += rng.uniform(2000, 6000, pair.sum()).astype(np.float32)
     hit = np.zeros((n, n), bool); hit[ys, xs] = True; hit[ys[pair], xs[pair] + 1] = True
     return spiky, clean, hit, truth, parts
-
-
-def xrays_loop(img, threshold=1500, passes=2):
-    "Literal transcription of the published rule (per-pixel Python loop, float64) — the reference."
-    a = np.maximum(np.asarray(img, np.float64), 0)
-    h, w = a.shape
-    for _ in range(passes):
-        thr = np.median(a) + threshold
-        mean = a.mean()
-        ys, xs = np.nonzero(a > thr)
-        for k in np.argsort(-a[ys, xs], kind='stable'):
-            y, x = ys[k], xs[k]
-            if y in (0, h - 1) or x in (0, w - 1): a[y, x] = mean
-            else: a[y, x] = (a[y - 1:y + 2, x - 1:x + 2].sum() - a[y, x]) / 8
-    return a
 
 
 def test_every_spike_removed_few_other_pixels_changed():
@@ -239,7 +232,7 @@ def test_cli_folder_to_hdf5(tmp_path):
     from temlearn.data import read_hdf5_dataset
     write_raw_folder(tmp_path / 'raw')
     out = tmp_path / 'ds.h5'
-    rc = preprocess_cli([str(tmp_path / 'raw'), '-o', str(out), '--size', '64', '--min-foreground', '200',
+    rc = run_cli(preprocess_cli, [str(tmp_path / 'raw'), '-o', str(out), '--size', '64', '--min-foreground', '200',
                          '--workers', '2', '--quiet', '--test-frac', '0.25'])
     assert rc == 0 and out.exists()
     imgs, labs, tab = read_hdf5_dataset(out)
@@ -249,7 +242,7 @@ def test_cli_folder_to_hdf5(tmp_path):
     assert not set(tab.group[tab.split == 'train']) & set(tab.group[tab.split == 'test'])
     # same result with one worker
     out1 = tmp_path / 'ds1.h5'
-    assert preprocess_cli([str(tmp_path / 'raw'), '-o', str(out1), '--size', '64', '--min-foreground', '200',
+    assert run_cli(preprocess_cli, [str(tmp_path / 'raw'), '-o', str(out1), '--size', '64', '--min-foreground', '200',
                            '--workers', '1', '--quiet', '--test-frac', '0.25']) == 0
     np.testing.assert_array_equal(read_hdf5_dataset(out1)[0], imgs)
 
@@ -266,7 +259,7 @@ def test_cli_with_metadata_selection(tmp_path):
                          'Folder': ['sessA', 'sessA', 'sessB', 'sessB']})
     csv = tmp_path / 'meta.csv'; meta.to_csv(csv, index=False)
     out = tmp_path / 'sel.h5'
-    rc = preprocess_cli([str(tmp_path / 'raw'), '-o', str(out), '--metadata', str(csv), '--where', 'material=Au',
+    rc = run_cli(preprocess_cli, [str(tmp_path / 'raw'), '-o', str(out), '--metadata', str(csv), '--where', 'material=Au',
                          '--where', 'dose=400:450', '--size', '64', '--min-foreground', '100', '--quiet',
                          '--group-by', 'session', '--workers', '1'])
     assert rc == 0
@@ -276,10 +269,10 @@ def test_cli_with_metadata_selection(tmp_path):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert preprocess_cli([str(tmp_path / 'nope'), '-o', str(tmp_path / 'x.h5')]) == 1
+    assert run_cli(preprocess_cli, [str(tmp_path / 'nope'), '-o', str(tmp_path / 'x.h5')]) == 2    # a bad argument
     assert 'not a folder' in capsys.readouterr().err
     write_raw_folder(tmp_path / 'raw', n=2)
-    assert preprocess_cli([str(tmp_path / 'raw'), '-o', str(tmp_path / 'x.h5'), '--where', 'material=Au']) == 1
+    assert run_cli(preprocess_cli, [str(tmp_path / 'raw'), '-o', str(tmp_path / 'x.h5'), '--where', 'material=Au']) == 2
     assert '--metadata' in capsys.readouterr().err
 
 
@@ -312,7 +305,7 @@ def test_cli_on_synth_hrtem_dataset(tmp_path):
     csv = tmp_path / 'raw' / 'Dataset_metadata.csv'
     meta = read_metadata_csv(csv)
     out = tmp_path / 'hr.h5'
-    rc = preprocess_cli([str(tmp_path / 'raw'), '-o', str(out), '--metadata', str(csv), '--where', 'dose=400:450',
+    rc = run_cli(preprocess_cli, [str(tmp_path / 'raw'), '-o', str(out), '--metadata', str(csv), '--where', 'dose=400:450',
                          '--size', '128', '--min-foreground', '100', '--group-by', 'session', '--workers', '2',
                          '--quiet', '--test-frac', '0.5'])
     assert rc == 0

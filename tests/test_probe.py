@@ -1,10 +1,28 @@
-"Tests of temlearn.probe: no leakage, scores from the test side only, metrics, caching, CLI."
-import json, warnings
+"Tests of temlearn.probe (+ temlearn.features): no leakage, scores from the test side only, metrics, caching, baselines, CLI."
+import io, json, warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
-from temlearn.probe import (few_shot_splits, few_shot_protocol, train_linear_probes, predict_linear_probes, _metrics,
-                            extract_features, encoder_fingerprint, items_fingerprint, summarize, median_ci,
-                            anchor_analysis, save_results, read_results, probe_cli, baseline_encoders)
+from temlearn.core import run_cli
+from temlearn.probe import (few_shot_splits, few_shot_protocol, train_linear_probes, predict_linear_probes,
+                            classification_metrics, extract_features, encoder_fingerprint, items_fingerprint, summarize,
+                            median_ci, anchor_analysis, save_results, read_results, probe_cli, baseline_encoders,
+                            write_report, best_device)
+from temlearn.features import histogram_features, histogram_baseline, density_auc
+
+
+def class_folder(root, n_per_class=8, size=32, classes=('a', 'b', 'c'), seed=0):
+    "A folder with one sub-folder of PNG images per class (class c: brighter, with c+1 bright squares)."
+    from PIL import Image
+    r = np.random.default_rng(seed)
+    for ci, c in enumerate(classes):
+        (Path(root) / c).mkdir(parents=True)
+        for i in range(n_per_class):
+            a = r.normal(80 + 30 * ci, 20, (size, size))
+            for _ in range(ci + 1):
+                y, x = r.integers(0, size - 6, 2); a[y:y + 6, x:x + 6] += 80
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(Path(root) / c / f"{c}{i:02d}.png")
+    return Path(root)
 
 
 def nanowire_like(signal=1.0, D=32, seed=0):
@@ -109,7 +127,7 @@ def test_metrics_match_sklearn():
     for C in (2, 4):
         for _ in range(30):
             yt, yp = r.integers(0, C, 25), r.integers(0, C, 25)
-            m = _metrics(yt, yp, C)
+            m = classification_metrics(yt, yp, C)
             assert np.isclose(m['accuracy'], accuracy_score(y_true=yt, y_pred=yp))
             assert np.isclose(m['balanced_accuracy'], balanced_accuracy_score(y_true=yt, y_pred=yp))
             assert np.isclose(m['macro_f1'], f1_score(y_true=yt, y_pred=yp, average='macro', labels=range(C),
@@ -135,7 +153,7 @@ def test_bad_inputs(toy):
     X, y, g = toy
     with pytest.raises(ValueError, match='labels'): few_shot_protocol(X[:10], y)
     with pytest.raises(ValueError, match='NaN'): few_shot_protocol(np.full_like(X, np.nan), y)
-    with pytest.raises(ValueError, match='more than one class'): few_shot_protocol(X, y, np.zeros(400))
+    with pytest.raises(ValueError, match=r'in 1 group\(s\): too few'): few_shot_protocol(X, y, np.zeros(400))   # one group: no test side
     with pytest.raises(ValueError, match='shots'): few_shot_protocol(X, y, shots=(0, 1))
 
 
@@ -153,12 +171,12 @@ def test_summary_and_anchor():
 
 
 def test_extract_features_eval_cache(tmp_path):
-    from temlearn.ssl import create_encoder
+    from temlearn.encoder import create_encoder
     torch.manual_seed(0)
     enc = create_encoder('resnet18', in_chans=1, input_size=32).train()
     imgs = [np.random.default_rng(i).random((40, 40)).astype(np.float32) for i in range(6)]
-    a = extract_features(enc, imgs, batch_size=6, cache_dir=tmp_path, progress=False)
-    b = extract_features(enc, imgs, batch_size=1, progress=False)
+    a = extract_features(enc, imgs, bs=6, cache_dir=tmp_path, progress=False)
+    b = extract_features(enc, imgs, bs=1, progress=False)
     assert a.shape == (6, 512) and np.allclose(a, b, atol=1e-4) and enc.training
     assert len(list(tmp_path.glob('*.npy'))) == 1
     assert np.array_equal(extract_features(enc, imgs, cache_dir=tmp_path, progress=False), a)
@@ -176,18 +194,80 @@ def test_results_roundtrip(tmp_path, toy):
 
 
 def test_cli(tmp_path):
-    from temlearn.ssl import create_encoder, save_encoder
-    from temlearn.synth import write_nanowire_dataset
-    write_nanowire_dataset(tmp_path / 'nw', n_per_class=12, size=48, seed=0, progress=False, n_jobs=1)
+    from temlearn.encoder import create_encoder, save_encoder
+    class_folder(tmp_path / 'cls', n_per_class=8)
     torch.manual_seed(0)
     save_encoder(create_encoder('resnet18', in_chans=1, input_size=32), tmp_path / 'enc', method='test')
-    rc = probe_cli(['--encoder', str(tmp_path / 'enc'), '--data', str(tmp_path / 'nw'), '--shots', '1,2',
-                    '--seeds', '2', '--out', str(tmp_path / 'out'), '--no-progress', '--probe', 'logreg'])
-    assert rc == 0
+    base = ['--encoder', tmp_path / 'enc', '--data', tmp_path / 'cls', '--no-progress', '--no-imagenet']
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()) as err:
+        assert run_cli(probe_cli, base + ['--shots', '1,2', '--seeds', '2', '--out', tmp_path / 'out', '--probe', 'logreg']) == 0
+        res = read_results(tmp_path / 'out' / 'results.csv')
+        assert len(res) == 3 * 2 * 2
+        assert res.encoder.unique().tolist()[1:] == ['resnet18 random init', 'histogram + logreg']
+        assert 'temlearn thumbnails' in (tmp_path / 'out' / 'report.html').read_text()
+        assert run_cli(probe_cli, ['--encoder', tmp_path / 'nope', '--data', tmp_path / 'cls', '--out', tmp_path / 'o2']) == 1
+        assert run_cli(probe_cli, base + ['--out', tmp_path / 'o3', '--shots', '80', '--on-short', 'error']) == 1
+        assert run_cli(probe_cli, base + ['--out', tmp_path / 'o4', '--seeds', '0']) == 2
+        assert run_cli(probe_cli, base + ['--out', tmp_path / 'o4', '--probe', 'svm']) == 2
+        assert run_cli(probe_cli, ['--data', tmp_path / 'cls', '--out', tmp_path / 'o4']) == 2
+    assert 'fewer training-side images' in err.getvalue() and 'nope' in err.getvalue()
+
+
+def test_cli_baselines_side_by_side(tmp_path):
+    "The histogram baseline is a row of the protocol on the same test sides and shots, and the report shows it beside the encoders."
+    from temlearn.encoder import create_encoder, save_encoder
+    class_folder(tmp_path / 'cls', n_per_class=10)
+    save_encoder(create_encoder('resnet18', in_chans=1, input_size=32), tmp_path / 'enc', method='test')
+    with redirect_stdout(io.StringIO()) as out, redirect_stderr(io.StringIO()):
+        assert run_cli(probe_cli, ['--encoder', tmp_path / 'enc', '--data', tmp_path / 'cls', '--shots', '1,4', '--seeds', '3',
+                                   '--out', tmp_path / 'out', '--no-progress', '--no-imagenet']) == 0
     res = read_results(tmp_path / 'out' / 'results.csv')
-    assert len(res) == 2 * 2 * 2 and res.encoder.nunique() == 2
-    assert 'temlearn thumbnails' in (tmp_path / 'out' / 'report.html').read_text()
-    assert probe_cli(['--encoder', str(tmp_path / 'nope'), '--data', str(tmp_path / 'nw'), '--out',
-                      str(tmp_path / 'o2')]) == 1
-    assert probe_cli(['--encoder', str(tmp_path / 'enc'), '--data', str(tmp_path / 'nw'), '--out',
-                      str(tmp_path / 'o3'), '--shots', '80', '--on-short', 'error', '--no-progress']) == 1
+    assert res.encoder.nunique() == 3
+    by = {e: g.sort_values(['seed', 'k']) for e, g in res.groupby('encoder')}
+    hist, enc = by['histogram + logreg'], by[res.encoder.iloc[0]]
+    assert (hist.probe == 'logreg').all() and (enc.probe == 'linear').all()
+    assert hist.test_idx.tolist() == enc.test_idx.tolist()
+    assert [sorted(a) for a in hist.train_idx] == [sorted(a + b) for a, b in zip(enc.train_idx, enc.val_idx)]
+    assert hist.accuracy.median() > 0.6                       # the classes differ in brightness: the histogram sees it
+    page = (tmp_path / 'out' / 'report.html').read_text()
+    assert 'side by side' in page and 'histogram + logreg' in page and 'resnet18 random init' in page
+    assert 'histogram + logreg' in out.getvalue()
+
+
+def test_mixed_class_groups_never_leak():
+    r = np.random.default_rng(0)
+    y, g = r.choice(['a', 'b', 'c'], 300), np.repeat(np.arange(30), 10)
+    X = r.normal(0, 1, (300, 8)).astype(np.float32)
+    res = few_shot_protocol(X, y, g, shots=(2, 8), seeds=range(3))
+    for row in res.itertuples():
+        sides = [set(g[row.train_idx]), set(g[row.val_idx]), set(g[row.test_idx])]
+        assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+
+
+def test_histogram_baseline_and_density():
+    r = np.random.default_rng(0)
+    imgs = [r.normal(0, 1, (16, 16)) ** (1 + i % 2) for i in range(12)]
+    labs = ['even', 'odd'] * 6
+    X = histogram_features(imgs, bins=8)
+    assert X.shape == (12, 8) and np.allclose(X.sum(1), 1)
+    res = histogram_baseline(imgs, labs, bins=8, folds=3)
+    assert res['chance'] == 0.5 and res['classes'] == ['even', 'odd'] and res['confusion'].sum() == 12
+    grouped = histogram_baseline(imgs, labs, bins=8, folds=3, groups=np.arange(12) // 2 * 2 + np.arange(12) % 2)
+    assert 0 <= grouped['accuracy'] <= 1
+    assert density_auc([0.1, 0.3, 0.2, 0.4], ['dispersed', 'dispersed', 'network', 'network']) == 0.75
+    with pytest.raises(ValueError, match='at least 2'): histogram_baseline(imgs[:3], ['a', 'a', 'b'])
+
+
+def test_old_names_still_work():
+    import temlearn.features as F, temlearn.probe as P
+    assert P.extract_features is F.extract_features and P.train_linear_probes is F.train_linear_probes
+    assert best_device().type in ('cpu', 'cuda', 'mps')
+
+
+def test_report_small_test_side(tmp_path):
+    X = np.random.default_rng(0).normal(0, 1, (12, 4)).astype(np.float32)
+    y = np.arange(12) % 2
+    res = few_shot_protocol(X, y, shots=(1,), seeds=[0])
+    with pytest.warns(UserWarning, match='t-SNE skipped'):
+        page = write_report(res, tmp_path / 'r.html', X, y).read_text()
+    assert 't-SNE skipped' in page

@@ -1,4 +1,4 @@
-"Tests of temlearn.segment: metrics, networks, published-model loading, sliding window, particle statistics, CLI."
+"Tests of segmentation (temlearn.models, .segment, .predict): metrics, networks, published-model loading, training, sliding window, particle statistics, CLI."
 import math, pickle, zipfile
 
 import numpy as np
@@ -7,28 +7,25 @@ import pytest
 import torch
 import torch.nn as nn
 
-from temlearn.core import TEMImage, shared_data
-from temlearn.segment import (
-    ResidualUNet, SegDataset, dice, iou, seg_loss, n_params, load_hrtem_generalization_model, unet_from_encoder,
-    create_encoder_for_unet, sliding_window_predict, predict_mask, particle_stats, rotate_pair, gaussian_noise,
-    dihedral, fit_segmenter, few_shot_segmentation, save_segmenter, load_segmenter, segment_cli, standardize,
-    image_normalizer, EPOCH_SCHEDULE)
+from temlearn.core import TEMImage, shared_data, run_cli
+from temlearn.losses import dice, iou, seg_loss
+from temlearn.augment import rotate_pair, gaussian_noise, dihedral
+from temlearn.data import SegDataset, STANDARDIZE, normalize
+from temlearn.encoder import create_encoder
+from temlearn.models import (ResidualUNet, n_params, load_hrtem_generalization_model, unet_from_encoder, save_segmenter,
+                             load_segmenter, model_normalization)
+from temlearn.segment import (fit_segmenter, evaluate_segmenter, few_shot_segmentation, EPOCH_SCHEDULE, train_segmenter,
+                              segment_settings, segmenter_verdict, SegmenterWarning)
+from temlearn.predict import sliding_window_predict, predict_mask, particle_stats, segment_cli
 
 torch.set_num_threads(1)
 MODEL = 'UNet_2p2nmAu330kX423eUTC_fold0_seed962_model.h5'
 
 
 def _blobs(n, size=64, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    ims, ms = [], []
-    for _ in range(n):
-        m = np.zeros((size, size), bool)
-        for _ in range(3):
-            cy, cx = rng.uniform(8, size - 8, 2)
-            m |= (yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(4, 8) ** 2
-        ims.append((m * 2.0 + rng.normal(0, 0.7, m.shape)).astype(np.float32)); ms.append(m)
-    return ims, ms
+    "Noisy images of three bright disks and their masks (the shared test scene of temlearn.reference)."
+    from temlearn.reference import blobs
+    return blobs(n, size, seed)
 
 
 # ---------------------------------------------------------------- metrics
@@ -103,6 +100,9 @@ def test_restricted_unpickler_refuses_foreign_objects(tmp_path):
     torch.save({'when': datetime.date(2020, 1, 1)}, bad)
     with pytest.raises(ValueError, match='refusing to load datetime'):
         load_hrtem_generalization_model(bad)
+    ok = tmp_path / 'sd.h5'
+    torch.save(ResidualUNet((4, 8, 16)).state_dict(), ok)
+    assert load_hrtem_generalization_model(ok).filters == (4, 8, 16)
     notzip = tmp_path / 'x.h5'; notzip.write_bytes(b'\x89HDF\r\n')
     with pytest.raises(ValueError, match='not a torch.save zip'):
         load_hrtem_generalization_model(notzip)
@@ -110,7 +110,7 @@ def test_restricted_unpickler_refuses_foreign_objects(tmp_path):
 
 def test_frozen_encoder_weights_and_bn_stats_do_not_change():
     torch.manual_seed(0)
-    enc = create_encoder_for_unet('test_resnet')
+    enc = create_encoder('test_resnet')
     seg = unet_from_encoder(enc, img_size=(64, 64))
     before = {k: v.clone() for k, v in seg.encoder.state_dict().items()}
     ds = SegDataset(*_blobs(4), seed=0)
@@ -124,14 +124,13 @@ def test_frozen_encoder_weights_and_bn_stats_do_not_change():
 
 
 def test_encoder_unet_uses_encoder_normalisation():
-    enc = create_encoder_for_unet('test_resnet')
+    enc = create_encoder('test_resnet')
     seg = unet_from_encoder(enc, img_size=(64, 64))
-    meta = getattr(enc, 'temlearn_meta', None)
+    meta = enc.temlearn_meta
     x = np.random.default_rng(0).uniform(0, 100, (32, 32)).astype(np.float32)
-    if meta and meta.get('mean') is not None:
-        y = seg.normalize(x)
-        assert y.min() == pytest.approx((0 - np.mean(meta['mean'])) / np.mean(meta['std']), abs=1e-5)
-    assert image_normalizer(None) is standardize
+    y = normalize(x, model_normalization(seg))
+    assert y.min() == pytest.approx((0 - np.mean(meta['mean'])) / np.mean(meta['std']), abs=1e-5)
+    assert model_normalization(ResidualUNet()) == STANDARDIZE
 
 
 def test_best_validation_checkpoint_is_restored():
@@ -139,8 +138,7 @@ def test_best_validation_checkpoint_is_restored():
     tr, va = SegDataset(*_blobs(6, seed=1), seed=0), SegDataset(*_blobs(3, seed=2), dihedral=False)
     net = ResidualUNet()
     h = fit_segmenter(net, tr, va, loss='ce', epochs=4, lr=1e-2, bs=3, progress=False)
-    from temlearn.segment import evaluate_segmenter
-    assert evaluate_segmenter(net, va)['loss'] == pytest.approx(h.valid_loss.min(), rel=1e-4)
+    assert evaluate_segmenter(net, va)['loss'] == pytest.approx(h.valid_loss[~h.degenerate].min(), rel=1e-4)
     assert h.best.sum() == 1
 
 
@@ -202,8 +200,8 @@ def test_published_model_segments_painted_real_label():
 
 def test_sliding_window_bad_input():
     net = nn.Conv2d(1, 2, 1)
-    with pytest.raises(ValueError, match='overlap'):
-        sliding_window_predict(net, np.zeros((64, 64)) + np.arange(64), tile=32, overlap=40)
+    with pytest.raises(ValueError, match='frame.tif: overlap'):
+        sliding_window_predict(net, TEMImage(np.zeros((64, 64)) + np.arange(64), metadata={'source': 'frame.tif'}), tile=32, overlap=40)
     with pytest.raises(ValueError, match='constant'):
         sliding_window_predict(net, np.ones((64, 64)), tile=32, overlap=8)
 
@@ -236,12 +234,13 @@ def test_particle_stats_real_label():
 # ---------------------------------------------------------------- protocol, save/load, CLI
 def test_few_shot_protocol_small():
     ims, ms = _blobs(6)
-    res = few_shot_segmentation(ims, ms, {'r': create_encoder_for_unet('test_resnet')}, shots=(1, 2), seeds=(0, 1),
+    res = few_shot_segmentation(ims, ms, {'r': create_encoder('test_resnet')}, shots=(1, 2), seeds=(0, 1),
                                 test_idx=[4, 5], epochs=1, progress=False)
     assert len(res) == 4 and set(res.k) == {1, 2} and res.dice.between(0, 1).all()
+    assert all(sorted(r.train_idx + r.test_idx) == sorted(set(r.train_idx + r.test_idx)) for r in res.itertuples())
     assert EPOCH_SCHEDULE[8] == 60
-    with pytest.raises(ValueError, match='fewer than shots'):
-        few_shot_segmentation(ims, ms, {'r': create_encoder_for_unet('test_resnet')}, shots=(5,), test_idx=[4, 5],
+    with pytest.raises(ValueError, match='fewer training images than shots'):
+        few_shot_segmentation(ims, ms, {'r': create_encoder('test_resnet')}, shots=(5,), test_idx=[4, 5],
                               epochs=1, progress=False)
 
 
@@ -253,6 +252,7 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.allclose(back(x), net(x))
     with pytest.raises(TypeError):
         save_segmenter(nn.Conv2d(1, 2, 1), tmp_path / 'c')
+    assert not (tmp_path / 'c').exists()
 
 
 def _write_folder(root, n=4):
@@ -264,12 +264,19 @@ def _write_folder(root, n=4):
         Image.fromarray((m * 255).astype(np.uint8)).save(root / f'f{i}_label.png')
 
 
+def _quiet_run(argv):
+    import warnings, contextlib, io
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter('ignore', SegmenterWarning)
+        return run_cli(segment_cli, [str(a) for a in argv])
+
+
 def test_cli_train_and_predict_folder(tmp_path):
     _write_folder(tmp_path / 'data')
-    assert segment_cli(['train', str(tmp_path / 'data'), '--out', str(tmp_path / 'model'), '--epochs', '2',
+    assert _quiet_run(['train', str(tmp_path / 'data'), '--out', str(tmp_path / 'model'), '--epochs', '2',
                         '--crop', '48', '--bs', '2']) == 0
     assert (tmp_path / 'model' / 'model.json').exists() and (tmp_path / 'model' / 'history.csv').exists()
-    assert segment_cli(['predict', str(tmp_path / 'model'), str(tmp_path / 'data'), '--out', str(tmp_path / 'pred'),
+    assert _quiet_run(['predict', str(tmp_path / 'model'), str(tmp_path / 'data'), '--out', str(tmp_path / 'pred'),
                         '--tile', '32', '--overlap', '8']) == 0
     from temlearn.io import read_image
     mask = read_image(tmp_path / 'pred' / 'f0_mask.tif')
@@ -284,10 +291,11 @@ def test_cli_train_hdf5_and_errors(tmp_path):
         h['images'] = np.stack(ims); h['labels'] = np.stack(ms).astype(np.uint8)
         h.create_dataset('group', data=np.array(['a', 'a', 'b', 'c', 'd', 'e'], dtype=object), dtype=h5py.string_dtype())
         h.create_dataset('split', data=np.array(['train'] * 5 + ['test'], dtype=object), dtype=h5py.string_dtype())
-    assert segment_cli(['train', str(tmp_path / 'd.h5'), '--out', str(tmp_path / 'm'), '--epochs', '1', '--crop', '32',
+    assert _quiet_run(['train', str(tmp_path / 'd.h5'), '--out', str(tmp_path / 'm'), '--epochs', '1', '--crop', '32',
                         '--noise-rho-max', '0.5']) == 0
-    assert segment_cli(['train', str(tmp_path / 'missing'), '--out', str(tmp_path / 'm2')]) == 2
-    assert segment_cli(['predict', str(tmp_path / 'nomodel'), str(tmp_path), '--out', str(tmp_path / 'p')]) == 2
+    assert _quiet_run(['train', str(tmp_path / 'missing'), '--out', str(tmp_path / 'm2')]) == 1       # bad data: exit 1
+    assert _quiet_run(['predict', str(tmp_path / 'nomodel'), str(tmp_path), '--out', str(tmp_path / 'p')]) == 1
+    assert _quiet_run(['train', str(tmp_path / 'd.h5'), '--out', str(tmp_path / 'm3'), '--epochs', '0']) == 2   # bad argument
 
 
 def test_cli_predict_with_published_model(tmp_path):
@@ -296,10 +304,120 @@ def test_cli_predict_with_published_model(tmp_path):
     from temlearn.io import write_tiff
     img = np.random.default_rng(0).normal(size=(96, 96)).astype(np.float32)
     write_tiff(TEMImage(img, pixel_size=0.02), tmp_path / 'frame.tif')
-    assert segment_cli(['predict', str(p), str(tmp_path / 'frame.tif'), '--out', str(tmp_path / 'o'), '--tile', '64']) == 0
+    assert _quiet_run(['predict', str(p), str(tmp_path / 'frame.tif'), '--out', str(tmp_path / 'o'), '--tile', '64']) == 0
     assert (tmp_path / 'o' / 'frame_mask.tif').exists()
     raw = np.random.default_rng(1).poisson(100, (128, 128)).astype(np.float32); raw[5, 7] = 1e5   # an x-ray spike
     write_tiff(TEMImage(raw, pixel_size=0.02), tmp_path / 'raw.tif')
-    assert segment_cli(['predict', str(p), str(tmp_path / 'raw.tif'), '--out', str(tmp_path / 'o2'), '--tile', '64',
+    assert _quiet_run(['predict', str(p), str(tmp_path / 'raw.tif'), '--out', str(tmp_path / 'o2'), '--tile', '64',
                         '--preprocess']) == 0
     assert (tmp_path / 'o2' / 'raw_mask.tif').exists()
+
+
+# ---------------------------------------------------------------- multi-class training, guard and verdict (issue 17)
+def _three_class():
+    from temlearn.reference import blobs
+    return blobs(10, n_classes=3, n_blobs=4, seed=5)
+
+
+def _eval3(net, ims, ms):
+    return evaluate_segmenter(net, SegDataset(ims[8:], ms[8:], dihedral=False, normalize=model_normalization(net)))
+
+
+def test_residual_unet_three_classes(recwarn):
+    "With the paper's ReLU before the classifier the middle class is never predicted; without it (default for C > 2) it is."
+    ims, ms = _three_class()
+    s = segment_settings('residual', lr=1e-2, epochs=20, crop=64, bs=2)
+    torch.manual_seed(0)
+    net = ResidualUNet(n_classes=3)
+    assert net.final_relu is False
+    h, v = train_segmenter(net, ims, ms, range(8), [8, 9], settings=s, progress=False)
+    r = _eval3(net, ims, ms)
+    assert r['dice_1'] > 0.8 and r['dice_2'] > 0.8 and not v['degenerate']
+    torch.manual_seed(0)
+    old = ResidualUNet(n_classes=3, final_relu=True)                   # the published architecture
+    h, v = train_segmenter(old, ims, ms, range(8), [8, 9], settings={**s, 'epochs': 10}, progress=False)
+    assert _eval3(old, ims, ms)['dice_1'] == 0.0
+    assert v['degenerate'] and v['missing_classes'] == [1] and h.degenerate.all() and not h.best.any()
+    assert any(issubclass(w.category, SegmenterWarning) for w in recwarn)
+
+
+def test_encoder_unet_three_classes():
+    ims, ms = _three_class()
+    torch.manual_seed(0)
+    net = unet_from_encoder(create_encoder('test_resnet'), n_classes=3, img_size=64)
+    s = segment_settings('unet', loss='dice+ce', lr=1e-3, epochs=10, crop=64, bs=2)
+    h, v = train_segmenter(net, ims, ms, range(8), [8, 9], settings=s, progress=False)
+    r = _eval3(net, ims, ms)
+    assert r['dice_1'] > 0.6 and r['dice_2'] > 0.6 and not v['degenerate']
+
+
+def test_verdict_model_vs_otsu_on_uneven_illumination():
+    "A strong illumination ramp defeats a global threshold, not the network; the verdict says which is better."
+    from temlearn.reference import blobs
+    ims, ms = blobs(8, seed=11)
+    ramp = np.linspace(0, 6, 64, dtype=np.float32)[None, :]
+    ims = [im + ramp for im in ims]
+    torch.manual_seed(0)
+    net = ResidualUNet()
+    h, v = train_segmenter(net, ims, ms, range(6), [6, 7], progress=False,
+                           settings=segment_settings('residual', lr=1e-2, epochs=20, crop=64, bs=2))
+    assert v['model_dice'] > v['otsu_dice'] + 0.1 and v['warning'] is None and not v['below_otsu']
+
+
+def test_degenerate_model_gets_a_warning():
+    from temlearn.reference import blobs
+    from temlearn.segment import report_verdict
+    ims, ms = blobs(4, seed=1)
+    ds = SegDataset(ims, ms, dihedral=False)
+    net = ResidualUNet().eval()
+    with torch.no_grad():
+        net.final_conv.weight.zero_(); net.final_conv.bias.copy_(torch.tensor([5.0, 0.0]))   # all background
+    v = segmenter_verdict(net, ds, ds)
+    assert v['degenerate'] and v['missing_classes'] == [1] and 'degenerate' in v['warning']
+    with pytest.warns(SegmenterWarning, match='degenerate'):
+        report_verdict(v)
+
+
+class _Scripted(nn.Module):
+    "Epoch 0: a noisy threshold of the image; epoch 1: all background (a lower loss on rare foreground, but degenerate)."
+    def __init__(self):
+        super().__init__(); self.w = nn.Parameter(torch.zeros(1)); self.epoch = -1; self.n_classes = 2
+    def train(self, mode=True):
+        if mode: self.epoch += 1
+        return super().train(mode)
+    def forward(self, x):
+        if self.epoch <= 0: return torch.cat([torch.zeros_like(x), 0.7 * (x - 0.5)], 1) + self.w
+        return torch.cat([torch.full_like(x, 5.0), torch.zeros_like(x)], 1) + self.w
+
+
+def test_keep_best_never_keeps_a_degenerate_epoch():
+    rng = np.random.default_rng(0)
+    ms = [np.zeros((32, 32), np.uint8) for _ in range(4)]
+    for m in ms: m[10:13, 10:13] = 1                                    # 0.9 % foreground
+    ims = [m * 3.0 + rng.normal(0, 1, m.shape) for m in ms]
+    ds = SegDataset(ims, ms, dihedral=False)
+    h = fit_segmenter(_Scripted(), ds, ds, loss='ce', epochs=2, lr=0.0, bs=4, progress=False)
+    assert h.valid_loss[1] < h.valid_loss[0]                            # plain keep-best would pick epoch 1
+    assert h.degenerate.tolist() == [False, True] and h.best.tolist() == [True, False]
+
+
+def test_settings_live_in_one_dict(monkeypatch):
+    from temlearn import segment
+    monkeypatch.setitem(segment.SEGMENT_DEFAULTS['residual'], 'epochs', 7)
+    assert segment_settings('residual')['epochs'] == 7 and segment_settings('residual', epochs=3)['epochs'] == 3
+    with pytest.raises(ValueError, match='valid_frac'):
+        segment_settings('unet', valid_frac=1.5)
+
+
+def test_cli_train_unet_on_saved_encoder_records_its_normalization(tmp_path):
+    from temlearn.encoder import save_encoder
+    _write_folder(tmp_path / 'data')
+    enc = save_encoder(create_encoder('test_resnet'), tmp_path / 'enc')
+    assert _quiet_run(['train', tmp_path / 'data', '-o', tmp_path / 'm', '--model', 'unet', '--encoder', enc,
+                       '--epochs', '1', '--crop', '32', '--bs', '2', '--quiet']) == 0
+    import json
+    meta = json.loads((tmp_path / 'm' / 'model.json').read_text())
+    assert meta['kind'] == 'encoder_unet' and meta['normalization']['method'] == 'unit' and meta['frozen'] is True
+    assert model_normalization(load_segmenter(tmp_path / 'm')) == meta['normalization']
+    assert _quiet_run(['predict', tmp_path / 'm', tmp_path / 'data', '-o', tmp_path / 'p', '--tile', '64']) == 0
+    assert (tmp_path / 'p' / 'f3_mask.tif').exists()

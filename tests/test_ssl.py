@@ -1,4 +1,4 @@
-"Tests for temlearn.ssl: losses vs reference formulas, schedule, encoder files, pretraining, resume, CLI, DDP."
+"Tests for temlearn.ssl: losses vs reference formulas, schedule, encoder files, settings, pretraining, resume, CLI, DDP."
 import json, math, os, shutil, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np
@@ -9,34 +9,20 @@ from hypothesis import given, settings, strategies as st
 from temlearn.core import TEMImage
 from temlearn.io import write_tiff
 from temlearn.augment import EMAugment
+from temlearn.core import run_cli
+from temlearn.reference import ntxent_loop, barlow_loop
 from temlearn.ssl import (BarlowTwinsLoss, NTXentLoss, Projector, EncoderFileError, create_encoder, save_encoder,
                           load_encoder, encoder_input, warmup_cosine, pretrain, pretrain_cli, load_images,
-                          effective_rank, embedding_std, knn_accuracy, TensorBatchDL)
+                          effective_rank, embedding_std, knn_accuracy, TensorBatchDL, PretrainConfig)
 from fastai.callback.core import Callback, CancelFitException
 
 
-def _ntxent_ref(z1, z2, t):
-    z = np.concatenate([z1, z2]).astype(np.float64)
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
-    n2 = len(z); n = n2 // 2
-    s = z @ z.T / t
-    loss = 0.0
-    for i in range(n2):
-        logits = [s[i, k] for k in range(n2) if k != i]
-        pos = s[i, (i + n) % n2]
-        loss += -pos + math.log(sum(math.exp(v) for v in logits))
-    return loss / n2
+def pretrain_cmd(argv):
+    "Exit status of `temlearn-pretrain argv`."
+    return run_cli(pretrain_cli, [str(a) for a in argv])
 
 
-def _barlow_ref(z1, z2, lambd, eps=1e-5):
-    z1, z2 = z1.astype(np.float64), z2.astype(np.float64)
-    n, d = z1.shape
-    a = (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + eps)
-    b = (z2 - z2.mean(0)) / np.sqrt(z2.var(0) + eps)
-    c = np.array([[np.dot(a[:, i], b[:, j]) / n for j in range(d)] for i in range(d)])
-    on = sum((1 - c[i, i]) ** 2 for i in range(d))
-    off = sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j)
-    return on + lambd * off
+_ntxent_ref, _barlow_ref = ntxent_loop, barlow_loop        # the package's one home for reference formulas
 
 
 @settings(max_examples=15, deadline=None)
@@ -88,7 +74,7 @@ def test_schedule_reaches_end_only_at_last_step(total, warm, lr):
 
 
 def test_schedule_original_bug_absent():
-    "REFERENCE §5: the original schedule was at 0 at step 1000 of 2600; ours is still well above half-way there."
+    "The original code's cosine schedule reached 0 at step 1000 of 2600; ours is still well above half-way there."
     assert warmup_cosine(1000, 2600, 0.2) > 0.1
     assert warmup_cosine(2000, 2600, 0.2) > 0.01
 
@@ -185,7 +171,7 @@ def test_inputs_not_modified_and_bad_inputs():
     copies = [a.copy() for a in ims]
     load_images(ims, 16)
     for a, b in zip(ims, copies): np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match=r'data\[1\].*NaN'):
+    with pytest.raises(ValueError, match=r'image 1.*NaN'):
         load_images([ims[0], np.full((8, 8), np.nan)], 16)
     with pytest.raises(ValueError, match='method'):
         pretrain(ims, method='moco')
@@ -202,7 +188,7 @@ def test_cli_on_folder_of_microscope_files(tmp_path, capsys):
     for c in ('a', 'b'):
         for i, a in enumerate(_imgs(3, 40, seed=ord(c))):
             write_tiff(TEMImage(a.astype(np.float32)), lab / c / f'{i}.tif')
-    rc = pretrain_cli(['--data', str(raw), '--out', str(tmp_path / 'enc'), '--arch', 'resnet10t', '--size', '32',
+    rc = pretrain_cmd(['--data', str(raw), '--out', str(tmp_path / 'enc'), '--arch', 'resnet10t', '--size', '32',
                        '--bs', '4', '--epochs', '2', '--projector', '8,8', '--method', 'simclr', '--knn', str(lab),
                        '--no-progress'])
     assert rc == 0
@@ -210,7 +196,7 @@ def test_cli_on_folder_of_microscope_files(tmp_path, capsys):
     e = load_encoder(tmp_path / 'enc')
     assert e.temlearn_meta['method'] == 'simclr' and e.temlearn_meta['epochs'] == 2
     (raw / 'broken.tif').write_bytes(b'garbage')
-    rc = pretrain_cli(['--data', str(raw), '--out', str(tmp_path / 'enc2'), '--arch', 'resnet10t', '--size', '32',
+    rc = pretrain_cmd(['--data', str(raw), '--out', str(tmp_path / 'enc2'), '--arch', 'resnet10t', '--size', '32',
                        '--bs', '4', '--epochs', '1', '--no-progress'])
     assert rc == 1 and 'broken.tif' in capsys.readouterr().err
 
@@ -235,8 +221,8 @@ def test_source_size_views_and_errors(tmp_path):
     # a checkpoint written before source_size existed resumes as source_size == size
     kw = dict(method='barlow', arch='resnet10t', size=32, bs=4, epochs=2, projector=(8, 8), progress=False)
     pretrain(ims, epochs=1, **{k: v for k, v in kw.items() if k != 'epochs'}, out=tmp_path / 'old')
-    ck = torch.load(tmp_path / 'old' / 'checkpoint.pt', weights_only=False)
-    del ck['config']['source_size']; torch.save(ck, tmp_path / 'old' / 'checkpoint.pt')
+    sj = tmp_path / 'old' / 'checkpoint' / 'state.json'
+    doc = json.loads(sj.read_text()); del doc['state']['config']['source_size']; sj.write_text(json.dumps(doc))
     assert pretrain(ims, **kw, out=tmp_path / 'old', resume=True).temlearn_meta['epochs'] == 2
     # resuming with another source size is refused (the views would change mid-run)
     with pytest.raises(ValueError, match='different settings'):
@@ -245,9 +231,38 @@ def test_source_size_views_and_errors(tmp_path):
     raw = tmp_path / 'raw'
     for i, a in enumerate(ims):
         write_tiff(TEMImage(a.astype(np.float32), pixel_size=0.2), raw / f'frame{i}.tif')
-    assert pretrain_cli(['--data', str(raw), '--out', str(tmp_path / 'cli'), '--arch', 'resnet10t', '--size', '32',
+    assert pretrain_cmd(['--data', str(raw), '--out', str(tmp_path / 'cli'), '--arch', 'resnet10t', '--size', '32',
                          '--source-size', '64', '--bs', '4', '--epochs', '1', '--projector', '8,8', '--no-progress']) == 0
     assert load_encoder(tmp_path / 'cli').temlearn_meta['input_size'] == 32
+
+
+def test_config_presets_and_checks():
+    p = PretrainConfig.paper()
+    assert (p.arch, p.size, p.bs, p.epochs, p.lr, p.projector, p.augment) == ('resnet50', 224, 64, 200, 0.2, (128, 64, 1024), 'paper')
+    assert PretrainConfig.paper('simclr').resolved().crop == 'nocrop'
+    assert PretrainConfig.paper(epochs=50).epochs == 50 and PretrainConfig.small(seed=3).seed == 3
+    assert PretrainConfig() == PretrainConfig(method='barlow', arch='resnet50', size=224, bs=64, epochs=200, lr=0.2)  # defaults kept
+    with pytest.raises(ValueError, match='bs must be an integer >= 2'): PretrainConfig(bs=1).check()
+    with pytest.raises(ValueError, match='precision must be one of'): PretrainConfig(precision='fp8').check()
+
+
+def test_config_object_and_keywords_agree():
+    ims = _imgs(8)
+    cfg = PretrainConfig(arch='resnet10t', size=32, bs=4, epochs=1, projector=(8, 8))
+    a = pretrain(ims, cfg, progress=False)
+    b = pretrain(ims, arch='resnet10t', size=32, bs=4, epochs=1, projector=(8, 8), progress=False)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()): torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert a.temlearn_meta['pretrain']['arch'] == 'resnet10t'
+    with pytest.raises(TypeError, match='unknown settings'): pretrain(ims, cfg, batch_size=4)
+
+
+def test_run_folder_holds_no_pickle(tmp_path):
+    "The output folder: encoder, history and a checkpoint of JSON + safetensors only."
+    pretrain(_imgs(8), arch='resnet10t', size=32, bs=4, epochs=2, ckpt_every=1, projector=(8, 8), progress=False, out=tmp_path / 'o')
+    files = sorted(p.relative_to(tmp_path / 'o').as_posix() for p in (tmp_path / 'o').rglob('*') if p.is_file())
+    assert files == ['checkpoint/state.json', 'checkpoint/tensors.safetensors', 'encoder.json', 'encoder.safetensors', 'history.csv']
+    st = json.loads((tmp_path / 'o' / 'checkpoint' / 'state.json').read_text())['state']
+    assert st['epoch'] == 2 and [r['epoch'] for r in st['history']] == [1, 2]
 
 
 _DDP_SCRIPT = textwrap.dedent('''
