@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .core import TEMImage, as_array, check_image, image_name, progress_bar
+from .core import TEMImage, as_array, check_image, image_name, progress_bar, shared_data
 from .io import read_image, IMAGE_EXTENSIONS
 from .masks import as_mask, read_mask, resize_mask
 from .preprocess import rescale, to_unit_range
@@ -22,7 +22,7 @@ __all__ = ['MASK_SUFFIXES', 'IMAGE_DIRS', 'LABEL_DIRS', 'STANDARDIZE', 'list_ima
            'read_metadata_csv', 'select', 'parse_where', 'frames_from_metadata', 'group_split', 'group_folds',
            'load_image', 'unit_range_normalization', 'normalization_of', 'normalize', 'square_resize', 'resize_image',
            'image_tensor', 'load_labeled', 'SegDataset', 'ClassDataset', 'seg_dataloaders', 'cls_dataloaders',
-           'read_hdf5_dataset']
+           'read_hdf5_dataset', 'load_isbi2012']
 
 # %% ../nbs/08_data.ipynb #5bc19858
 MASK_SUFFIXES = ('_label', '_mask')
@@ -340,13 +340,14 @@ def load_labeled(src, binarize: bool = False, exclude_test: bool = True, max_ite
 class SegDataset(torch.utils.data.Dataset):
     "Image/mask pairs → (x (1,H,W) float32, y (H,W) int64), images normalised by `normalize` (a spec, a callable or None)."
     def __init__(self, images, masks, crop=None, dihedral=True, rotate_p=0.0, noise_rho=None, noise_rho_max=None,
-                 normalize=STANDARDIZE, seed=0, names=None):
+                 normalize=STANDARDIZE, seed=0, names=None, repeat: int = 1):
         if len(images) != len(masks): raise ValueError(f"{len(images)} images but {len(masks)} masks")
         if len(images) == 0: raise ValueError("no images given")
         names = list(names) if names is not None else [image_name(im, f'image {i}') for i, im in enumerate(images)]
         self.images, self.masks = zip(*[_pair(im, m, normalize, crop, nm) for im, m, nm in zip(images, masks, names)])
         self.crop, self.dihedral, self.rotate_p = crop, dihedral, rotate_p
         self.noise_rho, self.noise_rho_max, self.rng = noise_rho, noise_rho_max, np.random.default_rng(seed)
+        self.repeat = max(1, int(repeat))              # an epoch visits every image `repeat` times (new random crops)
 
 # %% ../nbs/08_data.ipynb #3a40bf6b
 def _pair(im, m, norm, crop, name):
@@ -359,7 +360,7 @@ def _pair(im, m, norm, crop, name):
     return a, mk
 
 def _seg_item(self: SegDataset, i):
-    x, y, rng = self.images[i], self.masks[i], self.rng
+    x, y, rng = self.images[i % len(self.images)], self.masks[i % len(self.images)], self.rng
     if self.crop:
         r0, c0 = rng.integers(0, x.shape[0] - self.crop + 1), rng.integers(0, x.shape[1] - self.crop + 1)
         x, y = x[r0:r0 + self.crop, c0:c0 + self.crop], y[r0:r0 + self.crop, c0:c0 + self.crop]
@@ -368,7 +369,7 @@ def _seg_item(self: SegDataset, i):
     if self.noise_rho is not None or self.noise_rho_max is not None: x = gaussian_noise(x, self.noise_rho, self.noise_rho_max, rng)
     return torch.from_numpy(np.ascontiguousarray(x, np.float32))[None], torch.from_numpy(np.ascontiguousarray(y))
 
-SegDataset.__len__, SegDataset.__getitem__ = lambda self: len(self.images), _seg_item
+SegDataset.__len__, SegDataset.__getitem__ = lambda self: len(self.images) * self.repeat, _seg_item
 
 # %% ../nbs/08_data.ipynb #f406ed3d
 class ClassDataset(torch.utils.data.Dataset):
@@ -437,3 +438,14 @@ def read_hdf5_dataset(path, split=None):
         sel = np.arange(n) if split is None else np.flatnonzero(table.get('split', pd.Series([''] * n)).to_numpy() == split)
         images, labels = h['images'][sel], (h['labels'][sel] if 'labels' in h else None)
     return images, labels, table.iloc[sel].reset_index(drop=True)
+
+# %% ../nbs/08_data.ipynb #57c09ba3
+def load_isbi2012(size=None, root=None):
+    "ISBI 2012 images (float32) and membrane masks (uint8, membrane = 1) from shared data, resized to `size`; `None` if absent."
+    root = Path(root) if root else shared_data('isbi2012-membranes', 'train')
+    if root is None or not root.is_dir(): return None
+    ims, ms, _, names = load_labeled(root)
+    order = sorted(range(len(names)), key=lambda i: (len(Path(names[i]).stem), Path(names[i]).stem))
+    ims = [resize_image(ims[i], size) if size else as_array(ims[i]).astype(np.float32) for i in order]
+    ms = [np.asarray(resize_mask(1 - ms[i], size) if size else 1 - ms[i]).astype(np.uint8) for i in order]
+    return ims, ms

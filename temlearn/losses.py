@@ -64,14 +64,15 @@ def iou(pred, target, hard=True, reduction='mean', empty=1.0, threshold=0.5, cls
 
 # %% ../nbs/10_losses.ipynb #a56fdf35
 class DiceLoss(nn.Module):
-    "1 − soft Dice, per image and per foreground class (all classes but 0 unless `classes`), smoothed; logits (B,C,H,W), targets (B,H,W)."
-    def __init__(self, smooth: float = 1.0, classes=None):
-        super().__init__(); self.smooth, self.classes = smooth, classes
+    "1 − soft Dice per foreground class (all but 0 unless `classes`), per image or over the whole `batch`; logits (B,C,H,W), targets (B,H,W)."
+    def __init__(self, smooth: float = 1.0, classes=None, batch: bool = False):
+        super().__init__(); self.smooth, self.classes, self.batch = smooth, classes, batch
     def forward(self, logits, target):
         prob = torch.softmax(logits.float(), 1)
         onehot = F.one_hot(target.long(), prob.shape[1]).permute(0, 3, 1, 2).float()
         classes = self.classes if self.classes is not None else list(range(1, prob.shape[1]))
         p, t = prob[:, classes].flatten(2), onehot[:, classes].flatten(2)
+        if self.batch: p, t = p.transpose(0, 1).flatten(1), t.transpose(0, 1).flatten(1)     # one Dice per class over the batch
         return 1 - ((2 * (p * t).sum(-1) + self.smooth) / (p.sum(-1) + t.sum(-1) + self.smooth)).mean()
     def activation(self, x): return torch.softmax(x, 1)
     def decodes(self, x): return x.argmax(1)
@@ -102,9 +103,10 @@ def class_weights(masks, n_classes: int | None = None, power: float = 0.5) -> to
 
 # %% ../nbs/10_losses.ipynb #31ee279a
 class DiceCELoss(nn.Module):
-    "`dice_weight` × (1 − soft Dice of the foreground classes) + `ce_weight` × (class-weighted) cross-entropy."
-    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1.0, weight=None):
-        super().__init__(); self.dice, self.ce, self.wd, self.wc = DiceLoss(smooth), CELoss(weight), dice_weight, ce_weight
+    "`dice_weight` × (1 − soft Dice of the foreground classes, over the whole batch) + `ce_weight` × (class-weighted) cross-entropy."
+    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1.0, weight=None, batch: bool = True):
+        super().__init__()
+        self.dice, self.ce, self.wd, self.wc = DiceLoss(smooth, batch=batch), CELoss(weight), dice_weight, ce_weight
     def forward(self, logits, target): return self.wd * self.dice(logits, target) + self.wc * self.ce(logits, target)
     def activation(self, x): return torch.softmax(x, 1)
     def decodes(self, x): return x.argmax(1)

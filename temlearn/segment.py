@@ -14,9 +14,10 @@ import torch
 from fastai.learner import Metric, Learner
 from fastai.callback.tracker import TrackerCallback, SaveModelCallback, EarlyStoppingCallback
 from fastai.callback.progress import ProgressCallback
+import fastai.callback.schedule                      # adds Learner.fit_one_cycle
 from .core import as_array, check_image, shared_data, pick_device, progress_bar, prepare_out_dir, cli, UsageError
 from .masks import as_mask, n_mask_classes, resize_mask
-from .data import SegDataset, load_labeled, group_split, normalize, resize_image
+from .data import SegDataset, load_labeled, group_split, normalize, resize_image, load_isbi2012
 from .losses import dice, iou, seg_loss, class_weights, SEG_LOSSES
 from .encoder import create_encoder, load_encoder
 from .models import (ResidualUNet, unet_from_encoder, model_normalization, model_classes, input_multiple,
@@ -26,10 +27,10 @@ from .models import (ResidualUNet, unet_from_encoder, model_normalization, model
 __all__ = ['SEGMENT_DEFAULTS', 'EPOCH_SCHEDULE', 'segment_settings', 'seg_metrics', 'degenerate_classes', 'GuardedLoss',
            'KeepBest', 'segmentation_learner', 'fit_segmenter', 'evaluate_segmenter', 'otsu_threshold', 'smoothed_otsu',
            'otsu_foreground', 'SegmenterWarning', 'segmenter_verdict', 'report_verdict', 'fit_crop', 'tile_starts',
-           'segmentation_datasets', 'train_segmenter', 'train_residual_unet', 'epochs_for', 'few_shot_split',
-           'few_shot_segmentation', 'few_shot_table', 'plot_few_shot', 'segment_train', 'load_isbi2012', 'dice', 'iou',
-           'seg_loss', 'SEG_LOSSES', 'DiceLoss', 'CELoss', 'DiceCELoss', 'SegDataset', 'load_labeled', 'dihedral',
-           'rotate_pair', 'gaussian_noise', 'ResidualBlock', 'ResidualUNet', 'n_params',
+           'segmentation_datasets', 'epochs_for_steps', 'train_segmenter', 'train_residual_unet', 'epochs_for',
+           'few_shot_split', 'few_shot_segmentation', 'few_shot_table', 'plot_few_shot', 'segment_train', 'dice', 'iou',
+           'seg_loss', 'SEG_LOSSES', 'DiceLoss', 'CELoss', 'DiceCELoss', 'SegDataset', 'load_labeled', 'load_isbi2012',
+           'dihedral', 'rotate_pair', 'gaussian_noise', 'ResidualBlock', 'ResidualUNet', 'n_params',
            'load_hrtem_generalization_model', 'residual_unet_from_state', 'encoder_body', 'EncoderUNet',
            'unet_from_encoder', 'save_segmenter', 'load_segmenter']
 
@@ -39,14 +40,18 @@ from .augment import dihedral, rotate_pair, gaussian_noise
 from .models import (ResidualBlock, n_params, load_hrtem_generalization_model, residual_unet_from_state,
                              encoder_body, EncoderUNet, load_segmenter)
 _all_ = ['dice', 'iou', 'seg_loss', 'SEG_LOSSES', 'DiceLoss', 'CELoss', 'DiceCELoss', 'SegDataset', 'load_labeled',
-         'dihedral', 'rotate_pair', 'gaussian_noise', 'ResidualBlock', 'ResidualUNet', 'n_params',
+         'load_isbi2012', 'dihedral', 'rotate_pair', 'gaussian_noise', 'ResidualBlock', 'ResidualUNet', 'n_params',
          'load_hrtem_generalization_model', 'residual_unet_from_state', 'encoder_body', 'EncoderUNet',
          'unet_from_encoder', 'save_segmenter', 'load_segmenter']        # moved to losses/data/augment/models
 
 # %% ../nbs/16_segment.ipynb #7d451b3f
 SEGMENT_DEFAULTS = {
-    'residual': {'loss': 'ce', 'lr': 1e-4, 'epochs': 20},     # paper 002: cross-entropy, Adam 1e-4
+    'residual': {'loss': 'dice+ce', 'lr': 3e-3, 'epochs': 20, 'steps': 300, 'schedule': 'one_cycle', 'crop': 128},  # measured (§8)
     'unet': {'loss': 'dice', 'lr': 1e-3, 'epochs': 20},       # paper 001: 1 − Dice, Adam 1e-3
+    'steps': None,                 # optimisation steps: when set, the number of epochs is derived from the data (explicit epochs win)
+    'schedule': 'constant',        # learning rate: 'constant' (the papers) or 'one_cycle' (fastai's fit_one_cycle)
+    'epoch_steps': None,           # with a step budget: make an epoch at least this many steps (None: one pass over the images)
+    'max_valid_tiles': 64,         # validate on at most this many fixed tiles (spread over the validation images)
     'bs': 8, 'crop': 256, 'valid_frac': 0.2, 'rotate_p': 0.5, 'noise_rho': None, 'noise_rho_max': None,
     'class_weights': False,        # weight the cross-entropy by temlearn.losses.class_weights (rare classes)
     'keep_best': True,             # restore the epoch of lowest (guarded) validation loss
@@ -65,6 +70,9 @@ def _check_settings(s: dict):
     if s['crop'] is not None and s['crop'] < 1: raise UsageError(f"crop must be >= 1 px, got {s['crop']!r}")
     if not 0 < s['valid_frac'] < 1: raise UsageError(f"valid_frac must be in (0, 1), got {s['valid_frac']!r}")
     if not 0 <= s['rotate_p'] <= 1: raise UsageError(f"rotate_p must be in [0, 1], got {s['rotate_p']!r}")
+    if s['steps'] is not None and not (isinstance(s['steps'], (int, np.integer)) and s['steps'] >= 1):
+        raise UsageError(f"steps must be an integer >= 1, got {s['steps']!r}")
+    if s['schedule'] not in ('constant', 'one_cycle'): raise UsageError(f"schedule must be 'constant' or 'one_cycle', got {s['schedule']!r}")
 
 def segment_settings(kind: str = 'residual', **overrides) -> dict:
     "Training settings for model `kind` ('residual' or 'unet'): `SEGMENT_DEFAULTS`, then `overrides` that are not None."
@@ -74,6 +82,7 @@ def segment_settings(kind: str = 'residual', **overrides) -> dict:
     unknown = sorted(set(overrides) - set(s))
     if unknown: raise UsageError(f"unknown setting(s) {unknown}; known: {sorted(s)}")
     s.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get('epochs') is not None and overrides.get('steps') is None: s['steps'] = None   # explicit epochs win
     _check_settings(s)
     return s
 
@@ -115,8 +124,7 @@ class GuardedLoss(Metric):
         return math.inf if self.missing else self.total / self.count
     name = 'guarded_loss'
 
-def _add(a, b):
-    n = max(len(a), len(b)); return np.pad(a, (0, n - len(a))) + np.pad(b, (0, n - len(b)))
+def _add(a, b): n = max(len(a), len(b)); return np.pad(a, (0, n - len(a))) + np.pad(b, (0, n - len(b)))
 
 # %% ../nbs/16_segment.ipynb #e83482a0
 class KeepBest(SaveModelCallback):
@@ -161,15 +169,16 @@ def _history(learn, keep) -> pd.DataFrame:
 
 # %% ../nbs/16_segment.ipynb #5a8a5825
 def fit_segmenter(model, train_ds, valid_ds=None, loss='ce', epochs=10, lr=1e-4, bs=32, seed=0, keep_best=True,
-                  device=None, progress=True, weight=None, patience=None, settings=None) -> pd.DataFrame:
-    "Train `model` with a fastai `Learner` (Adam, constant `lr`); with `valid_ds` keep the best non-degenerate epoch. History table."
+                  device=None, progress=True, weight=None, patience=None, settings=None, schedule='constant') -> pd.DataFrame:
+    "Train `model` with a fastai `Learner` (Adam, constant `lr` or one-cycle); with `valid_ds` keep the best non-degenerate epoch. History table."
     if not (isinstance(epochs, (int, np.integer)) and epochs >= 1): raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     if not any(p.requires_grad for p in model.parameters()): raise ValueError("model has no trainable parameters")
     learn = segmentation_learner(model, train_ds, valid_ds, loss, lr, bs, weight, device=device, seed=seed, settings=settings)
     keep = KeepBest() if valid_ds is not None and keep_best else None
     cbs = [c for c in (keep, patience and valid_ds is not None and EarlyStoppingCallback('guarded_loss', patience=patience)) if c]
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = lambda *a, **k: None
-    learn.fit(epochs, lr, cbs=cbs)
+    if schedule not in ('constant', 'one_cycle'): raise ValueError(f"schedule must be 'constant' or 'one_cycle', got {schedule!r}")
+    (learn.fit_one_cycle if schedule == 'one_cycle' else learn.fit)(epochs, lr, cbs=cbs)
     model.eval()
     return _history(learn, keep)
 
@@ -299,17 +308,25 @@ def segmentation_datasets(model, images, masks, train_idx, valid_idx, names=None
                        normalize=None, seed=seed, names=tn)
     if not len(valid_idx): return train, None
     vi, vm, vn = _prepared(model, images, masks, valid_idx, names)
-    return train, SegDataset(*_tiles(vi, vm, vn, min(crop, fit_crop(None, vi, input_multiple(model))))[:2], dihedral=False, normalize=None)
+    vt, vmt, _ = _tiles(vi, vm, vn, min(crop, fit_crop(None, vi, input_multiple(model))))
+    keep = np.unique(np.linspace(0, len(vt) - 1, min(len(vt), s.get('max_valid_tiles') or len(vt))).round().astype(int))
+    return train, SegDataset([vt[i] for i in keep], [vmt[i] for i in keep], dihedral=False, normalize=None)
 
 # %% ../nbs/16_segment.ipynb #6e320731
+def epochs_for_steps(settings: dict, n_train: int) -> int:
+    "Epochs of the run: `settings['epochs']`, or enough epochs of `n_train` crops in full batches of `bs` for `steps` steps."
+    if not settings.get('steps'): return int(settings['epochs'])
+    return max(1, math.ceil(settings['steps'] / max(1, n_train // min(settings['bs'], n_train))))
+
 def train_segmenter(model, images, masks, train_idx, valid_idx, names=None, settings=None, seed=0, device=None,
                     progress=True):
     "Train `model` on `images[train_idx]`, validate on `images[valid_idx]`; print the verdict. `(history, verdict)`."
     s = settings or segment_settings('residual' if isinstance(model, ResidualUNet) else 'unet')
     train, valid = segmentation_datasets(model, images, masks, train_idx, valid_idx, names, s, seed)
     weight = class_weights(list(train.masks), model_classes(model)) if s['class_weights'] else None
-    hist = fit_segmenter(model, train, valid, s['loss'], s['epochs'], s['lr'], s['bs'], seed, s['keep_best'], device,
-                         progress, weight, s['patience'], s)
+    if s.get('steps') and s.get('epoch_steps'): train.repeat = max(1, math.ceil(s['epoch_steps'] * s['bs'] / len(train)))
+    hist = fit_segmenter(model, train, valid, s['loss'], epochs_for_steps(s, len(train)), s['lr'], s['bs'], seed,
+                         s['keep_best'], device, progress, weight, s['patience'], s, s['schedule'])
     verdict = segmenter_verdict(model, valid, train, s, device) if valid is not None else None
     if verdict: report_verdict(verdict)
     return hist, verdict
@@ -321,8 +338,8 @@ def train_residual_unet(train_images, train_masks, valid_images, valid_masks, ep
     "Paper 002's training recipe; `(model with the best-validation weights, history)` (`history.attrs['verdict']`)."
     torch.manual_seed(seed)
     model = ResidualUNet(filters, n_classes=n_mask_classes(list(train_masks) + list(valid_masks)))
-    s = segment_settings('residual', epochs=epochs, bs=bs, lr=lr, rotate_p=rotate_p, noise_rho=noise_rho,
-                         noise_rho_max=noise_rho_max, crop=crop)
+    s = segment_settings('residual', loss='ce', schedule='constant', epochs=epochs, bs=bs, lr=lr, rotate_p=rotate_p,
+                         noise_rho=noise_rho, noise_rho_max=noise_rho_max, crop=crop or 256)
     n = len(train_images)
     hist, verdict = train_segmenter(model, list(train_images) + list(valid_images), list(train_masks) + list(valid_masks),
                                     range(n), range(n, n + len(valid_images)), settings=s, seed=seed, device=device,
@@ -444,7 +461,9 @@ def segment_train(data: str,                  # labeled folder (<name>_label.png
                   arch: str = 'resnet18',     # timm architecture for --model unet without --encoder
                   unfreeze: bool = False,     # fine-tune the encoder too
                   loss: str = None,           # dice, ce or dice+ce (default: per model, SEGMENT_DEFAULTS)
-                  epochs: int = None,         # training epochs (default: per model)
+                  epochs: int = None,         # training epochs (default: derived from --steps)
+                  steps: int = None,          # optimisation steps (default: per model, SEGMENT_DEFAULTS)
+                  schedule: str = None,       # learning-rate schedule: constant or one_cycle (default: per model)
                   lr: float = None,           # learning rate (default: per model)
                   bs: int = None,             # batch size
                   crop: int = None,           # training crop (px)
@@ -461,7 +480,7 @@ def segment_train(data: str,                  # labeled folder (<name>_label.png
                   overwrite: bool = False):   # replace the results in a non-empty output folder
     "Train a segmenter on a labeled folder or HDF5 patch file."
     if not out: raise UsageError("give the output folder with -o/--out")
-    s = segment_settings(model, loss=loss, epochs=epochs, lr=lr, bs=bs, crop=crop, valid_frac=val_frac, rotate_p=rotate_p,
+    s = segment_settings(model, loss=loss, epochs=epochs, steps=steps, schedule=schedule, lr=lr, bs=bs, crop=crop, valid_frac=val_frac, rotate_p=rotate_p,
                          noise_rho=noise_rho, noise_rho_max=noise_rho_max, class_weights=class_weights or None)
     try: pick_device(device)
     except ValueError as e: raise UsageError(str(e)) from None
@@ -479,14 +498,3 @@ def segment_train(data: str,                  # labeled folder (<name>_label.png
     hist.to_csv(Path(out) / 'history.csv', index=False)
     print(f"trained {type(net).__name__} ({net.n_classes} classes) on {len(tr)} images, validated on {len(va)} -> {out}")
     return 0
-
-# %% ../nbs/16_segment.ipynb #d824bf5f
-def load_isbi2012(size=None, root=None):
-    "ISBI 2012 images (float32) and membrane masks (uint8, membrane = 1) from shared data, resized to `size`; `None` if absent."
-    root = Path(root) if root else shared_data('isbi2012-membranes', 'train')
-    if root is None or not root.is_dir(): return None
-    ims, ms, _, names = load_labeled(root)
-    order = sorted(range(len(names)), key=lambda i: (len(Path(names[i]).stem), Path(names[i]).stem))
-    ims = [resize_image(ims[i], size) if size else as_array(ims[i]).astype(np.float32) for i in order]
-    ms = [np.asarray(resize_mask(1 - ms[i], size) if size else 1 - ms[i]).astype(np.uint8) for i in order]
-    return ims, ms

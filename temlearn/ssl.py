@@ -210,7 +210,7 @@ def _report(self: SSLHistory):
         vals = ', '.join(f"{k} {v:.4g}" for k, v in row.items() if k not in ('epoch', 'collapse', 'collapse_signs') and v is not None)
         tag = (' [possible collapse]' if row['collapse'] else '') if math.isfinite(row['train_loss']) else ' [diverged]'
         print(f"epoch {row['epoch']}/{self.ssl_cb.total_epochs}: {vals}{tag}", flush=True)
-    if row['collapse'] and row['collapse_signs'] != prev.get('collapse_signs'):
+    if row['collapse'] and not prev.get('collapse'):                  # once per episode, not every epoch
         what = 'possible collapse: ' if math.isfinite(row['train_loss']) else ''
         warnings.warn(f"epoch {row['epoch']}: {what}{row['collapse_signs']}", CollapseWarning)
     if self.out is not None: write_history(self.history, Path(self.out) / 'history.csv')
