@@ -86,6 +86,7 @@ def main():
     ap.add_argument('--size', type=int, default=256)
     ap.add_argument('--seeds', type=int, default=20)
     ap.add_argument('--shots', default='1,2,4')
+    ap.add_argument('--csv', default=None, help='write the per-seed table here')
     ap.add_argument('--pretrain', action='store_true', help='also a SimCLR encoder pretrained with PretrainConfig.small() on '
                     '768 synthetic generic images (BENCHMARKS §3 recipe, ~4 min on 2 cores), features at 256 px')
     a = ap.parse_args()
@@ -121,6 +122,14 @@ def main():
                    classes_hit=('classes_hit', 'mean'), seeds=('acc', 'size')).round(3).reset_index())
     print('| ' + ' | '.join(summ.columns) + ' |\n|' + '---|' * len(summ.columns))
     for r in summ.itertuples(index=False): print('| ' + ' | '.join(str(v) for v in r) + ' |')
+    # paired by seed (same split, same test side): suggestion minus the probe protocol's random anchors
+    wide = df.pivot_table(index=['task', 'features', 'k', 'seed'], columns='method', values='acc')
+    print('\n| task | features | k | method | median paired difference vs random (per class) | seeds better / equal / worse |\n|---|---|---|---|---|---|')
+    for (task, fname, k), w in wide.groupby(level=[0, 1, 2], sort=False):
+        for m in ('kmedoids', 'kcenter'):
+            d = (w[m] - w['random (per class)']).to_numpy()
+            print(f'| {task} | {fname} | {k} | {m} | {np.median(d):+.3f} | {(d > 0).sum()} / {(d == 0).sum()} / {(d < 0).sum()} |')
+    if a.csv: df.to_csv(a.csv, index=False)
 
 
 if __name__ == '__main__': main()

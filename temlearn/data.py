@@ -14,15 +14,15 @@ import torch
 from .core import TEMImage, as_array, check_image, image_name, progress_bar, shared_data
 from .io import read_image, IMAGE_EXTENSIONS
 from .masks import as_mask, read_mask, resize_mask
-from .preprocess import rescale, to_unit_range
+from .preprocess import rescale, resample_to, to_unit_range
 from .augment import dihedral, rotate_pair, gaussian_noise
 
 # %% auto #0
 __all__ = ['MASK_SUFFIXES', 'IMAGE_DIRS', 'LABEL_DIRS', 'STANDARDIZE', 'list_images', 'original_name', 'index_folder',
            'read_metadata_csv', 'select', 'parse_where', 'frames_from_metadata', 'group_split', 'group_folds',
            'load_image', 'unit_range_normalization', 'normalization_of', 'normalize', 'square_resize', 'resize_image',
-           'image_tensor', 'load_labeled', 'SegDataset', 'ClassDataset', 'seg_dataloaders', 'cls_dataloaders',
-           'read_hdf5_dataset', 'load_isbi2012']
+           'image_tensor', 'tile_tensor', 'load_labeled', 'SegDataset', 'ClassDataset', 'seg_dataloaders',
+           'cls_dataloaders', 'read_hdf5_dataset', 'load_isbi2012']
 
 # %% ../nbs/08_data.ipynb #5bc19858
 MASK_SUFFIXES = ('_label', '_mask')
@@ -305,6 +305,36 @@ def image_tensor(data, size: int = 224, progress: bool = False):
         name = str(item) if isinstance(item, (str, Path)) else f"image {i}"
         out.append(square_resize(torch.from_numpy(to_unit_range(load_image(item, name)))[None, None], int(size)))
     return torch.cat(out)
+
+# %% ../nbs/08_data.ipynb #91cfc303
+def _frame_unit(item, i, pixel_size_nm):
+    "One frame in [0, 1], resampled to `pixel_size_nm` nm/px if given (needs a calibration)."
+    name = str(item) if isinstance(item, (str, Path)) else f"image {i}"
+    img = load_image(item, name)
+    if pixel_size_nm is not None:
+        if not img.calibrated: raise ValueError(f"{name}: has no pixel size, cannot resample it to {pixel_size_nm} nm/px")
+        img = resample_to(img, pixel_size_nm)
+    return to_unit_range(img, name=name), name
+
+# %% ../nbs/08_data.ipynb #57f691cd
+def tile_tensor(data, tile: int = 128, n: int = 512, pixel_size_nm: float | None = None, seed: int = 0,
+                progress: bool = False) -> torch.Tensor:
+    "`n` random `tile`² tiles of the frames in `data` at native scale (or at `pixel_size_nm`) → (n, 1, tile, tile) in [0, 1]."
+    items, tile, n = _items(data), int(tile), int(n)
+    if not items: raise ValueError("no images given")
+    if tile < 8 or n < 1: raise ValueError(f"tile must be >= 8 and n >= 1, got tile={tile}, n={n}")
+    frames = [_frame_unit(it, i, pixel_size_nm) for i, it in enumerate(progress_bar(items, desc='reading frames', show=progress and len(items) > 20))]
+    small = [nm for a, nm in frames if min(a.shape) < tile]
+    if small: warnings.warn(f"{len(small)} frame(s) smaller than the {tile}-px tile are resized up to it: {', '.join(small[:5])}")
+    frames = [a if min(a.shape) >= tile else square_resize(torch.from_numpy(a)[None, None], tile)[0, 0].numpy() for a, _ in frames]
+    rng = np.random.default_rng(seed)
+    area = np.array([(a.shape[0] - tile + 1) * (a.shape[1] - tile + 1) for a in frames], float)
+    which = rng.choice(len(frames), size=n, p=area / area.sum())
+    out = np.empty((n, 1, tile, tile), np.float32)
+    for j, f in enumerate(which):
+        a = frames[f]; y, x = rng.integers(0, a.shape[0] - tile + 1), rng.integers(0, a.shape[1] - tile + 1)
+        out[j, 0] = a[y:y + tile, x:x + tile]
+    return torch.from_numpy(out)
 
 # %% ../nbs/08_data.ipynb #089c864a
 def _labeled_from_hdf5(src, exclude_test, binarize):

@@ -26,7 +26,7 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 from .core import UsageError, atomic_dir, cli, pick_device, prepare_out_dir
 from .augment import CROP_MODES, EMAugment
-from .data import image_tensor, index_folder, square_resize
+from .data import image_tensor, index_folder, square_resize, tile_tensor
 from .encoder import (META_KEYS, EncoderFileError, create_encoder, effective_rank, embedding_std, encode,
                               encoder_input, knn_accuracy, load_encoder, load_state, normalize_batch, save_encoder,
                               save_state, unwrap_model)
@@ -480,6 +480,8 @@ def pretrain_cli(data: str = None,               # folder of unlabeled images or
                  overwrite: bool = False,        # start a new run in a non-empty --out, replacing its results
                  knn: str = None,                # labeled folder (one sub-folder per class) for the kNN monitor
                  seed: int = 0,                  # random seed
+                 tiles: int = 0,                 # train on N random tiles of --source-size px cut at native scale (0: whole frames shrunk)
+                 pixel_size_nm: float = None,    # with --tiles: resample calibrated frames to this many nm per pixel first
                  no_progress: bool = False):     # no progress table: one log line per epoch
     "Self-supervised pretraining (SimCLR / Barlow Twins) of a timm encoder on unlabeled TEM images."
     settings = {k: v for k, v in locals().items() if k in PretrainConfig.__dataclass_fields__ and k != 'projector'}
@@ -487,6 +489,8 @@ def pretrain_cli(data: str = None,               # folder of unlabeled images or
     try: proj = tuple(int(s) for s in str(projector).split(','))
     except ValueError: raise UsageError(f"--projector must be comma-separated widths such as 128,64,1024, got {projector!r}") from None
     cfg = PretrainConfig(**settings, projector=proj).check()
+    if tiles < 0 or (pixel_size_nm is not None and not (tiles and pixel_size_nm > 0)): raise UsageError("--tiles must be >= 0; --pixel-size-nm needs --tiles and a value > 0")
+    if tiles: data = tile_tensor(data, cfg.source_size or cfg.size, tiles, pixel_size_nm, seed, progress=not no_progress)
     with warnings.catch_warnings():
         warnings.simplefilter('always', CollapseWarning); warnings.showwarning = _warning_line
         enc = pretrain(data, cfg, out=out, resume=resume, overwrite=overwrite, knn_data=_knn_folder(knn) if knn else None, progress=not no_progress)

@@ -298,3 +298,17 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert all(i['n_iter'] == 16 // 2 // 4 for i in infos)                 # each rank saw half of the data
     assert abs(infos[0]['weights'] - infos[1]['weights']) < 1e-6 * abs(infos[0]['weights'])   # in sync
     assert (out / 'encoder.safetensors').exists()
+
+
+def test_cli_tiles_at_native_scale(tmp_path, capsys):
+    "--tiles N trains on N native-scale tiles (optionally resampled to --pixel-size-nm); bad combinations exit 2."
+    raw = tmp_path / 'raw'
+    for i, a in enumerate(_imgs(2, 160)): write_tiff(TEMImage(a.astype(np.float32), pixel_size=0.5), raw / f'big{i}.tif')
+    base = ['--data', str(raw), '--arch', 'resnet10t', '--size', '16', '--source-size', '32', '--bs', '4', '--epochs', '1',
+            '--projector', '8,8', '--method', 'simclr', '--no-progress']
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'a'), '--tiles', '12']) == 0
+    assert 'n=12 size=32' in load_encoder(tmp_path / 'a').temlearn_meta['data_fingerprint']
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'b'), '--tiles', '8', '--pixel-size-nm', '1.0']) == 0
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'c'), '--pixel-size-nm', '1.0']) == 2
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'd'), '--tiles', '-3']) == 2
+    assert '--tiles' in capsys.readouterr().err
