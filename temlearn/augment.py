@@ -104,7 +104,7 @@ def _geometry(aug, x, size, g):
     theta[:, 0, 2], theta[:, 1, 2] = cx, cy
     grid = F.affine_grid(theta, (B, x.shape[1], size, size), align_corners=False)
     out = F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
-    return out, dict(crop_frac=f, flip_x=sx < 0, flip_y=sy < 0, rot90=k)
+    return out, dict(crop_frac=f, flip_x=sx < 0, flip_y=sy < 0, rot90=k, theta=theta)
 
 def _intensity(aug, x, g):
     B, dev = x.shape[0], x.device

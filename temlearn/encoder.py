@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastai.learner import Metric
 from .core import TEMImage, atomic_dir, sha256_file
 from .data import load_image, square_resize, unit_range_normalization
 from .preprocess import to_unit_range
@@ -19,7 +20,7 @@ from .preprocess import to_unit_range
 # %% auto #0
 __all__ = ['META_KEYS', 'STATE_FORMAT', 'create_encoder', 'normalize_batch', 'encoder_input', 'embedding_std', 'effective_rank',
            'knn_accuracy', 'encode', 'EncoderFileError', 'unwrap_model', 'save_encoder', 'load_encoder', 'save_state',
-           'load_state']
+           'load_state', 'EmbeddingStd', 'EffectiveRank', 'KNNAccuracy']
 
 # %% ../nbs/11_encoder.ipynb #cd526ccd
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -245,3 +246,32 @@ def load_state(path) -> dict:
     try: tensors = load_file(str(tf))
     except Exception as e: raise ValueError(f"{tf}: cannot read the tensors ({type(e).__name__}: {e})") from None
     return _join_tensors(doc['state'], tensors)
+
+# %% ../nbs/11_encoder.ipynb #3b04b585
+class _FeatureMetric(Metric):
+    "Base: keeps the encoder features (first view) of the last `keep` training images of the epoch."
+    def __init__(self, keep=512): self.keep, self.feats = keep, None
+    def reset(self): self.feats = None
+    def accumulate(self, learn):
+        f = getattr(unwrap_model(learn.model), 'last_features', None)
+        if f is None: return
+        f = f[: len(f) // 2].detach().float()
+        self.feats = f if self.feats is None else torch.cat([self.feats, f])[-self.keep:]
+    @property
+    def value(self): return None if self.feats is None or len(self.feats) < 2 else self.fn(self.feats)
+class EmbeddingStd(_FeatureMetric): name, fn = 'emb_std', staticmethod(embedding_std)
+class EffectiveRank(_FeatureMetric): name, fn = 'eff_rank', staticmethod(effective_rank)
+
+# %% ../nbs/11_encoder.ipynb #b564fd85
+class KNNAccuracy(Metric):
+    "Leave-one-out kNN accuracy of the encoder's (eval-mode) features on a small labeled set."
+    name = 'knn_acc'
+    def __init__(self, images: torch.Tensor, labels, meta: dict, k: int = 5, bs: int = 64):
+        self.images, self.labels, self.meta, self.k, self.bs, self.learn = images, list(labels), meta, k, bs, None
+        if len(self.images) != len(self.labels): raise ValueError(f"kNN monitor: {len(self.images)} images but {len(self.labels)} labels")
+    def reset(self): pass
+    def accumulate(self, learn): self.learn = learn
+    @property
+    def value(self):
+        if self.learn is None: return None
+        return knn_accuracy(encode(unwrap_model(self.learn.model).encoder, self.images, self.meta, bs=self.bs), self.labels, self.k)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['SEG_LOSSES', 'dice', 'iou', 'DiceLoss', 'CELoss', 'class_weights', 'DiceCELoss', 'seg_loss', 'NTXentLoss',
-           'BarlowTwinsLoss']
+           'BarlowTwinsLoss', 'matched_locations', 'VICRegLoss', 'LocalVICRegLoss']
 
 # %% ../nbs/10_losses.ipynb #0d1d6135
 def _overlap_terms(pred, target, hard=True, threshold=0.5, cls=1):
@@ -155,3 +155,47 @@ class BarlowTwinsLoss(nn.Module):
         c = self.standardize(z1).T @ self.standardize(z2) / z1.shape[0]
         diag = torch.diagonal(c)
         return (1 - diag).pow(2).sum() + self.lambd * (c.pow(2).sum() - diag.pow(2).sum())
+
+# %% ../nbs/10_losses.ipynb #bec7c388
+def matched_locations(m1, m2, theta1, theta2):
+    """Feature-map vectors of two views at the same place of their source: `(a, b)`, each (M, C).
+    `m1`, `m2`: (B, C, h, w) maps; `theta1`, `theta2`: (B, 2, 3) affine maps from view to source coordinates
+    (`F.affine_grid` convention, `align_corners=False`). Cells of view 1 that fall outside view 2 are left out."""
+    if m1.ndim != 4 or m1.shape != m2.shape: raise ValueError(f"maps must both be (B, C, h, w), got {tuple(m1.shape)} and {tuple(m2.shape)}")
+    if theta1.shape != (m1.shape[0], 2, 3) or theta2.shape != theta1.shape: raise ValueError(f"thetas must be (B, 2, 3), got {tuple(theta1.shape)} and {tuple(theta2.shape)}")
+    B, C, h, w = m1.shape
+    ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h * 2 - 1, (torch.arange(w) + 0.5) / w * 2 - 1, indexing='ij')
+    p1 = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, h * w, 3).to(theta1)
+    src = p1 @ theta1.transpose(1, 2)                                                      # (B, hw, 2) in the source
+    p2 = torch.linalg.solve(theta2[:, :, :2], (src - theta2[:, None, :, 2]).transpose(1, 2)).transpose(1, 2)
+    inside = (p2.abs() <= 1).all(-1)                                                       # (B, hw)
+    b = F.grid_sample(m2.float(), p2[:, :, None].to(torch.float32), align_corners=False)[..., 0]   # (B, C, hw)
+    return m1.float().flatten(2).transpose(1, 2)[inside], b.transpose(1, 2)[inside]
+
+
+# %% ../nbs/10_losses.ipynb #a0fe9221
+class VICRegLoss(nn.Module):
+    """VICReg (Bardes, Ponce & LeCun, ICLR 2022): `inv` × MSE(z1, z2) + `var` × Σ_views mean_d relu(1 − std_d)
+    + `cov` × Σ_views Σ_{i≠j} Cov_ij² / D, for paired vectors z1, z2 (N, D)."""
+    def __init__(self, inv: float = 25.0, var: float = 25.0, cov: float = 1.0, eps: float = 1e-4):
+        super().__init__()
+        if min(inv, var, cov) < 0: raise ValueError(f"weights must be >= 0, got inv={inv}, var={var}, cov={cov}")
+        self.inv, self.var, self.cov, self.eps = float(inv), float(var), float(cov), float(eps)
+    def spread(self, z):
+        "Variance hinge and covariance penalty of one branch."
+        z = z - z.mean(0)
+        std = torch.sqrt(z.var(0) + self.eps)
+        c = z.T @ z / (len(z) - 1)
+        return F.relu(1 - std).mean(), (c.pow(2).sum() - c.diagonal().pow(2).sum()) / z.shape[1]
+    def forward(self, z1, z2):
+        _check_pair(z1, z2, type(self).__name__)
+        z1, z2 = z1.float(), z2.float()
+        (v1, c1), (v2, c2) = self.spread(z1), self.spread(z2)
+        return self.inv * F.mse_loss(z1, z2) + self.var * (v1 + v2) + self.cov * (c1 + c2)
+
+class LocalVICRegLoss(VICRegLoss):
+    "VICReg between the feature maps of two views at matched places of the source (`matched_locations`); 0 when none overlap."
+    def forward(self, m1, m2, theta1, theta2):
+        a, b = matched_locations(m1, m2, theta1, theta2)
+        return super().forward(a, b) if len(a) >= 2 else m1.sum() * 0
+

@@ -252,7 +252,13 @@ def _forward(self: EncoderUNet, x):
         else: raise ValueError(f"input has {x.shape[1]} channels, encoder expects {self.in_chans}")
     return self.unet(x)
 
+def _param_groups(self: EncoderUNet) -> list:
+    "Two parameter groups, encoder then decoder: fastai's splitter for discriminative learning rates (`slice(lo, hi)`)."
+    enc = list(self.encoder.parameters()); ids = {id(p) for p in enc}
+    return [enc, [p for p in self.parameters() if id(p) not in ids]]
+
 EncoderUNet.encoder = property(lambda self: self.unet.layers[0])
+EncoderUNet.param_groups = _param_groups
 EncoderUNet.freeze, EncoderUNet.unfreeze, EncoderUNet.train, EncoderUNet.forward = _freeze, _unfreeze, _train, _forward
 EncoderUNet.n_out = property(lambda self: self.n_classes)      # the name used before n_classes
 

@@ -144,17 +144,16 @@ class KeepBest(SaveModelCallback):
 def segmentation_learner(model, train_ds, valid_ds=None, loss='ce', lr=1e-4, bs=8, weight=None, n_classes=None,
                          device=None, seed=0, settings=None, **kwargs) -> Learner:
     "A fastai `Learner` for `model` on the datasets (no validation if `valid_ds` is None), with per-class and guard metrics."
-    from fastai.data.core import DataLoaders
-    from fastai.optimizer import Adam
-    from functools import partial
+    from fastai.data.core import DataLoaders; from fastai.optimizer import Adam; from functools import partial
     s = settings or SEGMENT_DEFAULTS
     n_classes = n_classes or model_classes(model) or 2
     random.seed(seed); torch.manual_seed(seed)                          # fastai's shuffling draws from `random`
     dls = DataLoaders.from_dsets(train_ds, valid_ds if valid_ds is not None else [], bs=min(bs, len(train_ds)),
                                  num_workers=0, device=pick_device(device))
     metrics = seg_metrics(n_classes) + [GuardedLoss(s['degenerate_ratio'], s['degenerate_min_share'])]
+    split = {'splitter': lambda m: m.param_groups()} if hasattr(model, 'param_groups') else {}   # encoder, decoder
     return Learner(dls, model, loss_func=seg_loss(loss, weight=weight), lr=lr, metrics=metrics,
-                   opt_func=partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.0), **kwargs)
+                   opt_func=partial(Adam, sqr_mom=0.999, eps=1e-8, wd=0.0), **{**split, **kwargs})
 
 # %% ../nbs/16_segment.ipynb #d456cba9
 def _history(learn, keep) -> pd.DataFrame:
@@ -378,16 +377,17 @@ def _draws(labels, pool, seed):
 
 # %% ../nbs/16_segment.ipynb #2e8bec24
 def _few_shot_run(encoder, images, masks, tr, test, k, seed, ep, s, device):
-    "Train a frozen-encoder U-Net on images `tr` and score it on `test` (images scaled as the U-Net expects): one row."
+    "Train an encoder U-Net (frozen, or fine-tuned at `finetune` × lr) on images `tr`; score it on `test`: one row."
     torch.manual_seed(seed)
     size = s['img_size'] or s['crop'] or as_array(images[tr[0]]).shape[0]
-    model = unet_from_encoder(encoder, n_classes=s['n_classes'], img_size=(size, size))
+    model = unet_from_encoder(encoder, n_classes=s['n_classes'], img_size=(size, size), freeze=s['finetune'] is None)
+    lr = s['lr'] if s['finetune'] is None else slice(s['lr'] * s['finetune'], s['lr'])     # encoder, decoder
     if id(encoder) not in s['normed']:
         s['normed'][id(encoder)] = [normalize(im, model_normalization(model), f'image {i}') for i, im in enumerate(images)]
     imgs = s['normed'][id(encoder)]
     check_input_size(model, s['crop'] or min(imgs[tr[0]].shape), min(s['bs'], len(tr)), 'image' if not s['crop'] else 'crop')
     ds = SegDataset([imgs[i] for i in tr], [masks[i] for i in tr], crop=s['crop'], normalize=None, seed=seed)
-    fit_segmenter(model, ds, None, loss=s['loss'], epochs=ep, lr=s['lr'], bs=s['bs'], seed=seed, device=device, progress=False)
+    fit_segmenter(model, ds, None, loss=s['loss'], epochs=ep, lr=lr, bs=s['bs'], seed=seed, device=device, progress=False)
     te = SegDataset([imgs[i] for i in test], [masks[i] for i in test], dihedral=False, normalize=None)
     r = evaluate_segmenter(model, te, loss=s['loss'], bs=s['eval_bs'], device=device)
     return {'k': k, 'seed': seed, 'epochs': ep, 'n_train': len(tr), 'n_test': len(test), **{kk: v for kk, v in r.items() if kk != 'loss'},
@@ -396,23 +396,23 @@ def _few_shot_run(encoder, images, masks, tr, test, k, seed, ep, s, device):
 # %% ../nbs/16_segment.ipynb #e55df991
 def few_shot_segmentation(images, masks, encoders: dict, shots=(1, 2, 4, 8), seeds=(0,), labels=None, groups=None,
                           test_frac=0.2, test_idx=None, epochs=None, epoch_scale=1.0, loss='dice', lr=1e-3, bs=8,
-                          crop=None, img_size=None, eval_bs=4, device=None, progress=True) -> pd.DataFrame:
+                          crop=None, img_size=None, eval_bs=4, device=None, progress=True, finetune=None) -> pd.DataFrame:
     """Paper 001's few-shot segmentation protocol. `encoders`: {name: encoder}. Per seed: grouped split (or `test_idx`),
-    k images per class from the pool, a frozen-encoder U-Net, scored on the test images. One row per (encoder, k, seed)."""
-    n = len(images)
-    if len(masks) != n: raise ValueError(f"{n} images but {len(masks)} masks")
+    k images per class from the pool, a U-Net on the encoder — frozen (paper 001), or with `finetune` = f trained too, at
+    f × `lr` — scored on the test images. One row per (encoder, k, seed)."""
+    if len(masks) != (n := len(images)): raise ValueError(f"{n} images but {len(masks)} masks")
+    if finetune is not None and not 0 < finetune <= 1: raise ValueError(f"finetune must be in (0, 1], got {finetune!r}")
     labels = np.zeros(n, int) if labels is None else np.asarray(labels)
     groups = np.arange(n) if groups is None else np.asarray(groups)
     if len(labels) != n or len(groups) != n: raise ValueError(f"labels and groups need one entry per image ({n})")
     if not encoders: raise ValueError("encoders is empty: give {name: encoder}")
     msks = [as_mask(m, f'mask {i}') for i, m in enumerate(masks)]
-    s = dict(loss=loss, lr=lr, bs=bs, crop=crop, img_size=img_size, eval_bs=eval_bs, n_classes=n_mask_classes(msks), normed={})
-    rows = []
+    s, rows = dict(loss=loss, lr=lr, bs=bs, crop=crop, img_size=img_size, eval_bs=eval_bs, n_classes=n_mask_classes(msks),
+                   normed={}, finetune=finetune), []
     for seed, k, name in progress_bar([(s_, k, e) for s_ in seeds for k in shots for e in encoders], show=progress):
         pool, test = few_shot_split(labels, groups, test_frac, seed, test_idx)
         order = _draws(labels, pool, seed)
-        short = {c: len(o) for c, o in order.items() if len(o) < k}
-        if short: raise ValueError(f"class(es) {short} have fewer training images than shots={k}")
+        if short := {c: len(o) for c, o in order.items() if len(o) < k}: raise ValueError(f"class(es) {short} have fewer training images than shots={k}")
         tr = np.concatenate([o[:k] for o in order.values()])
         rows.append({'encoder': name, **_few_shot_run(encoders[name], images, msks, tr, test, k, seed,
                                                       epochs_for(k, epochs, epoch_scale), s, device)})

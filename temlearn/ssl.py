@@ -19,7 +19,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.distributed import DistributedTrainer
-from fastai.learner import Learner, Metric
+from fastai.learner import Learner
 from fastai.optimizer import SGD, Larc
 from fastai.torch_core import num_distrib, rank_distrib
 from fastcore.basics import noop
@@ -27,23 +27,25 @@ from fastcore.foundation import L
 from .core import UsageError, atomic_dir, cli, pick_device, prepare_out_dir
 from .augment import CROP_MODES, EMAugment
 from .data import image_tensor, index_folder, square_resize, tile_tensor
-from .encoder import (META_KEYS, EncoderFileError, create_encoder, effective_rank, embedding_std, encode,
+from .encoder import (META_KEYS, EncoderFileError, EmbeddingStd, EffectiveRank, KNNAccuracy, create_encoder,
+                              effective_rank, embedding_std, encode,
                               encoder_input, knn_accuracy, load_encoder, load_state, normalize_batch, save_encoder,
                               save_state, unwrap_model)
-from .losses import BarlowTwinsLoss, NTXentLoss
+from .losses import BarlowTwinsLoss, LocalVICRegLoss, NTXentLoss
 
 # %% auto #0
 __all__ = ['load_images', 'METHODS', 'PRECISIONS', 'AUGMENTS', 'MIN_SIZE', 'RUN_KEYS', 'Projector', 'SSLModel', 'warmup_cosine',
-           'TensorBatchDL', 'ssl_images', 'data_fingerprint', 'SSLCallback', 'EmbeddingStd', 'EffectiveRank',
-           'KNNAccuracy', 'CollapseWarning', 'collapse_signs', 'SSLHistory', 'write_history', 'SSLCheckpoint',
-           'SSLDistributedTrainer', 'PretrainConfig', 'ssl_learner', 'pretrain', 'pretrain_cli', 'META_KEYS',
-           'create_encoder', 'encoder_input', 'normalize_batch', 'save_encoder', 'load_encoder', 'EncoderFileError',
-           'embedding_std', 'effective_rank', 'knn_accuracy', 'encode', 'NTXentLoss', 'BarlowTwinsLoss']
+           'TensorBatchDL', 'ssl_images', 'data_fingerprint', 'SSLCallback', 'LocalTerm', 'CollapseWarning',
+           'collapse_signs', 'SSLHistory', 'write_history', 'SSLCheckpoint', 'SSLDistributedTrainer', 'PretrainConfig',
+           'ssl_learner', 'pretrain', 'cli_settings', 'pretrain_cli', 'META_KEYS', 'create_encoder', 'encoder_input',
+           'normalize_batch', 'save_encoder', 'load_encoder', 'EncoderFileError', 'embedding_std', 'effective_rank',
+           'knn_accuracy', 'encode', 'EmbeddingStd', 'EffectiveRank', 'KNNAccuracy', 'NTXentLoss', 'BarlowTwinsLoss']
 
 # %% ../nbs/12_ssl.ipynb #c78de068
 load_images = image_tensor
 _all_ = ['META_KEYS', 'create_encoder', 'encoder_input', 'normalize_batch', 'save_encoder', 'load_encoder', 'EncoderFileError',
-         'embedding_std', 'effective_rank', 'knn_accuracy', 'encode', 'NTXentLoss', 'BarlowTwinsLoss', 'load_images']
+         'embedding_std', 'effective_rank', 'knn_accuracy', 'encode',
+         'EmbeddingStd', 'EffectiveRank', 'KNNAccuracy', 'NTXentLoss', 'BarlowTwinsLoss', 'load_images']
 
 # %% ../nbs/12_ssl.ipynb #9de81ce8
 class Projector(nn.Sequential):
@@ -76,8 +78,7 @@ def warmup_cosine(step: int, total: int, lr: float, warmup: float = 0.05, final:
     if not 0 <= step < total: raise ValueError(f"step {step} outside 0..{total - 1}")
     end, w = lr * final, min(int(round(warmup * total)), total - 1)
     if step < w: return end + (lr - end) * (step + 1) / (w + 1)
-    span = total - 1 - w
-    if span <= 0: return end
+    if (span := total - 1 - w) <= 0: return end
     return end + (lr - end) * 0.5 * (1 + math.cos(math.pi * (step - w) / span))
 
 # %% ../nbs/12_ssl.ipynb #41498a49
@@ -129,40 +130,30 @@ class SSLCallback(Callback):
     def before_batch(self):
         if not self.training: return
         with torch.no_grad():
-            v = normalize_batch(torch.cat(self.aug.two_views(self.xb[0])), self.meta)
+            (v1, p1), (v2, p2) = (self.aug(self.xb[0], return_params=True) for _ in range(2))
+            v, self.thetas = normalize_batch(torch.cat([v1, v2]), self.meta), (p1['theta'], p2['theta'])   # thetas: for LocalTerm
             self.learn.xb = (v.contiguous(memory_format=torch.channels_last) if self.channels_last else v,)
         step = (self.start_epoch + self.epoch) * self.n_iter + self.iter
         self.lrs.append(warmup_cosine(step, self.total_epochs * self.n_iter, self.base_lr, self.warmup, self.final_lr))
         self.opt.set_hyper('lr', self.lrs[-1])
 
-# %% ../nbs/12_ssl.ipynb #3b04b585
-class _FeatureMetric(Metric):
-    "Base: keeps the encoder features (first view) of the last `keep` training images of the epoch."
-    def __init__(self, keep=512): self.keep, self.feats = keep, None
-    def reset(self): self.feats = None
-    def accumulate(self, learn):
-        f = getattr(unwrap_model(learn.model), 'last_features', None)
-        if f is None: return
-        f = f[: len(f) // 2].detach().float()
-        self.feats = f if self.feats is None else torch.cat([self.feats, f])[-self.keep:]
-    @property
-    def value(self): return None if self.feats is None or len(self.feats) < 2 else self.fn(self.feats)
-class EmbeddingStd(_FeatureMetric): name, fn = 'emb_std', staticmethod(embedding_std)
-class EffectiveRank(_FeatureMetric): name, fn = 'eff_rank', staticmethod(effective_rank)
+# %% ../nbs/12_ssl.ipynb #7faa5ef5
+class LocalTerm(Callback):
+    "Adds `weight` × `LocalVICRegLoss` of the two views' encoder feature maps (the input of its global pooling) to the SSL loss."
+    order = 6
+    def __init__(self, ssl_cb: SSLCallback, weight: float = 1.0, loss: nn.Module | None = None):
+        self.ssl_cb, self.weight, self.local_loss, self.map, self.hook = ssl_cb, float(weight), loss or LocalVICRegLoss(), None, None
+    def before_fit(self):
+        pool = getattr(unwrap_model(unwrap_model(self.learn.model).encoder), 'global_pool', None)
+        if pool is None: raise UsageError("dense > 0 needs a CNN encoder with a global pooling layer (timm's global_pool)")
+        self.hook = pool.register_forward_pre_hook(lambda m, inp: setattr(self, 'map', inp[0]))
+    def after_fit(self): self.hook is not None and self.hook.remove()
+    def after_loss(self):
+        if not self.training or self.map is None: return
+        with torch.autocast(self.map.device.type, enabled=False):
+            self.learn.loss_grad = self.learn.loss_grad + self.weight * self.local_loss(*self.map.float().chunk(2), *self.ssl_cb.thetas)
+        self.learn.loss = self.learn.loss_grad.clone()
 
-# %% ../nbs/12_ssl.ipynb #b564fd85
-class KNNAccuracy(Metric):
-    "Leave-one-out kNN accuracy of the encoder's (eval-mode) features on a small labeled set."
-    name = 'knn_acc'
-    def __init__(self, images: torch.Tensor, labels, meta: dict, k: int = 5, bs: int = 64):
-        self.images, self.labels, self.meta, self.k, self.bs, self.learn = images, list(labels), meta, k, bs, None
-        if len(self.images) != len(self.labels): raise ValueError(f"kNN monitor: {len(self.images)} images but {len(self.labels)} labels")
-    def reset(self): pass
-    def accumulate(self, learn): self.learn = learn
-    @property
-    def value(self):
-        if self.learn is None: return None
-        return knn_accuracy(encode(unwrap_model(self.learn.model).encoder, self.images, self.meta, bs=self.bs), self.labels, self.k)
 
 # %% ../nbs/12_ssl.ipynb #d1d5f964
 class CollapseWarning(UserWarning):
@@ -244,8 +235,7 @@ class SSLDistributedTrainer(DistributedTrainer):
         return dl.shard(rank_distrib(), num_distrib()) if isinstance(dl, TensorBatchDL) else super()._wrap_dl(dl)
 def _init_distributed(device):
     "Initialise torch.distributed from the launcher's environment (accelerate/torchrun) if needed."
-    import torch.distributed as dist
-    if num_distrib() > 1 and not dist.is_initialized(): dist.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
+    if num_distrib() > 1 and not torch.distributed.is_initialized(): torch.distributed.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
 def _precision(precision: str, dev) -> str:
     "The precision to train in: 'auto' → bf16 (or fp16) on CUDA, fp32 elsewhere; half precision needs CUDA."
     if precision == 'auto': return ('bf16' if torch.cuda.is_bf16_supported() else 'fp16') if dev.type == 'cuda' else 'fp32'
@@ -273,6 +263,7 @@ class PretrainConfig:
     projector: tuple = (128, 64, 1024)  # projector widths
     temperature: float = 0.1          # SimCLR temperature
     lambd: float = 0.005              # Barlow Twins redundancy weight
+    dense: float = 0.0                # weight of the local VICReg term between the views' feature maps (0: off; `LocalTerm`)
     crop: str | None = None           # crop mode (None: the method's default)
     augment: str = 'em'               # em (all EM augmentations) or paper (paper 001's: crop, flip, jitter)
     in_chans: int = 1                 # encoder input channels: 1 (grayscale stem) or 3
@@ -306,7 +297,7 @@ def _rules(c: PretrainConfig):
     yield 'source_size', c.source_size is None or _is_int(c.source_size, c.size), f"None or an integer >= size ({c.size})"
     yield 'lr', _is_num(c.lr, 1e-12), "a finite number > 0"
     for k, lo, hi in (('momentum', 0, 0.999), ('wd', 0, 10), ('warmup', 0, 0.99), ('final_lr', 1e-9, 1),
-                      ('temperature', 1e-6, 1e6), ('lambd', 0, 1e6)):
+                      ('temperature', 1e-6, 1e6), ('lambd', 0, 1e6), ('dense', 0, 1e6)):
         yield k, _is_num(getattr(c, k), lo, hi), f"a finite number in [{lo}, {hi}]"
     yield 'projector', len(c.projector) > 0 and all(_is_int(s, 1) for s in c.projector), "one or more positive widths, e.g. (128, 64, 1024)"
 
@@ -353,7 +344,7 @@ def ssl_learner(x: torch.Tensor, cfg: PretrainConfig, dev=None, aug=None, ckpt=N
     extra = [SSLCheckpoint(Path(out) / 'checkpoint', ssl_cb, hist, dl, run or dataclasses.asdict(cfg), cfg.ckpt_every)] if out is not None else []
     opt = partial(SGD if cfg.optimizer == 'sgd' else Larc, mom=cfg.momentum)
     learn = Learner(DataLoaders(dl, dl, device=dev), model, loss_func=ssl_cb.lf, opt_func=opt, lr=cfg.lr, wd=cfg.wd,
-                    metrics=metrics, cbs=[ssl_cb, hist] + extra + list(cbs or []))
+                    metrics=metrics, cbs=[ssl_cb, hist] + [LocalTerm(ssl_cb, cfg.dense)] * bool(cfg.dense) + extra + list(cbs or []))
     learn.recorder.train_metrics, learn.recorder.valid_metrics, learn.ssl_history = True, False, hist
     return _speed_up(learn, cfg, dev, progress, ckpt)
 
@@ -371,7 +362,7 @@ def _speed_up(learn: Learner, cfg: PretrainConfig, dev, progress: bool, ckpt=Non
 
 # %% ../nbs/12_ssl.ipynb #2ddf4cd9
 RUN_KEYS = ('method', 'arch', 'size', 'source_size', 'bs', 'lr', 'optimizer', 'momentum', 'wd', 'warmup', 'final_lr',
-            'projector', 'temperature', 'lambd', 'crop', 'augment', 'in_chans', 'pretrained', 'seed', 'world')
+            'projector', 'temperature', 'lambd', 'dense', 'crop', 'augment', 'in_chans', 'pretrained', 'seed', 'world')
 def _start_run(out, resume: bool, overwrite: bool, run: dict):
     "The checkpoint to resume from (None for a new run, whose output folder is prepared)."
     if out is None:
@@ -423,8 +414,7 @@ def _link(src, dst):
 def pretrain(data, config: PretrainConfig | None = None, out=None, resume: bool = False, overwrite: bool = False,
              knn_data=None, aug: EMAugment | None = None, cbs=None, progress: bool = True, **settings) -> nn.Module:
     "Self-supervised pretraining of a timm encoder on unlabeled `data`; returns the encoder (saved to folder `out` if given)."
-    unknown = set(settings) - {f.name for f in dataclasses.fields(PretrainConfig)}
-    if unknown: raise TypeError(f"pretrain got unknown settings {sorted(unknown)}; see PretrainConfig")
+    if unknown := set(settings) - {f.name for f in dataclasses.fields(PretrainConfig)}: raise TypeError(f"pretrain got unknown settings {sorted(unknown)}; see PretrainConfig")
     cfg = dataclasses.replace(config or PretrainConfig(), **{**settings, **({'crop': aug.crop} if aug is not None else {})}).resolved()
     if aug is not None and cfg.source_size != cfg.size and aug.size != cfg.size:
         raise UsageError(f"with source_size={cfg.source_size} the augmentation must output size={cfg.size} views (aug.size={aug.size})")
@@ -456,17 +446,26 @@ def _warning_line(message, category, *args, **kwargs):
     print(f"{Path(sys.argv[0]).name if sys.argv and sys.argv[0] else 'temlearn-pretrain'}: warning: {message}", file=sys.stderr, flush=True)
 
 # %% ../nbs/12_ssl.ipynb #8dc50d9e
+def cli_settings(**given) -> tuple:
+    "`(PretrainConfig, tiles)` of a `temlearn-pretrain` run: `small()` and 512 native tiles on a CPU, paper 001's on a GPU; `given` (not None) wins."
+    try: cpu = pick_device(given.get('device')).type == 'cpu'
+    except ValueError as e: raise UsageError(str(e)) from None
+    given = {k: v for k, v in given.items() if v is not None}
+    if cpu and 'size' in given and 'source_size' not in given: given['source_size'] = 2 * given['size']
+    tiles = given.pop('tiles', 512 if cpu else 0)
+    return dataclasses.replace(PretrainConfig.small() if cpu else PretrainConfig(), **given).check(), tiles
+
 _D = PretrainConfig
 @cli(aliases={'-o': '--out'})
 def pretrain_cli(data: str = None,               # folder of unlabeled images or microscope files (searched recursively)
                  out: str = None,                # output folder: encoder.safetensors, encoder.json, history.csv, checkpoint/
-                 method: str = _D.method,        # barlow or simclr
-                 arch: str = _D.arch,            # timm architecture of the encoder
-                 size: int = _D.size,            # training view size in pixels
-                 source_size: int = None,        # load images at this size and cut the --size views from them (default: --size)
+                 method: str = None,             # barlow or simclr (default: simclr on a CPU, barlow on a GPU)
+                 arch: str = None,               # timm architecture of the encoder (default: resnet18 on a CPU, resnet50 on a GPU)
+                 size: int = None,               # training view size in pixels (default: 64 on a CPU, 224 on a GPU)
+                 source_size: int = None,        # load images (or cut tiles) at this size, views cut from them (default: 2 x --size on a CPU, --size on a GPU)
                  bs: int = _D.bs,                # batch size (per process)
-                 epochs: int = _D.epochs,        # number of epochs
-                 lr: float = _D.lr,              # peak learning rate
+                 epochs: int = None,             # number of epochs (default: 30 on a CPU, 200 on a GPU)
+                 lr: float = None,               # peak learning rate (default: 0.05 on a CPU, 0.2 on a GPU)
                  optimizer: str = _D.optimizer,  # sgd or lars
                  crop: str = None,               # randcrop, crop25, crop50 or nocrop (default: randcrop for barlow, nocrop for simclr)
                  projector: str = '128,64,1024', # projector widths, comma separated
@@ -480,7 +479,8 @@ def pretrain_cli(data: str = None,               # folder of unlabeled images or
                  overwrite: bool = False,        # start a new run in a non-empty --out, replacing its results
                  knn: str = None,                # labeled folder (one sub-folder per class) for the kNN monitor
                  seed: int = 0,                  # random seed
-                 tiles: int = 0,                 # train on N random tiles of --source-size px cut at native scale (0: whole frames shrunk)
+                 dense: float = 0.0,             # weight of a local (dense) VICReg term between the views' feature maps (0: off)
+                 tiles: int = None,              # train on N random --source-size tiles cut at native scale; 0: whole frames shrunk (default: 512 on a CPU, 0 on a GPU)
                  pixel_size_nm: float = None,    # with --tiles: resample calibrated frames to this many nm per pixel first
                  no_progress: bool = False):     # no progress table: one log line per epoch
     "Self-supervised pretraining (SimCLR / Barlow Twins) of a timm encoder on unlabeled TEM images."
@@ -488,7 +488,7 @@ def pretrain_cli(data: str = None,               # folder of unlabeled images or
     if not data or not out: raise UsageError("give the unlabeled images with --data and the output folder with --out")
     try: proj = tuple(int(s) for s in str(projector).split(','))
     except ValueError: raise UsageError(f"--projector must be comma-separated widths such as 128,64,1024, got {projector!r}") from None
-    cfg = PretrainConfig(**settings, projector=proj).check()
+    cfg, tiles = cli_settings(**settings, projector=proj, tiles=tiles)
     if tiles < 0 or (pixel_size_nm is not None and not (tiles and pixel_size_nm > 0)): raise UsageError("--tiles must be >= 0; --pixel-size-nm needs --tiles and a value > 0")
     if tiles: data = tile_tensor(data, cfg.source_size or cfg.size, tiles, pixel_size_nm, seed, progress=not no_progress)
     with warnings.catch_warnings():

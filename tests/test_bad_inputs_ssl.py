@@ -4,6 +4,7 @@ Every case failed on the code before the fix (the table with the old behaviour i
 two marked "guarantee", which check properties the old code already had and the new code must keep.
 The file also runs against the old package (`pretrain_cli(argv)` returning an int), which is how "before" was observed.
 """
+import inspect
 import json, os, warnings
 from pathlib import Path
 import numpy as np
@@ -23,7 +24,8 @@ except ImportError: run_cli = None                     # the old package: CLIs w
 def _cli(argv):
     "Exit status of `temlearn-pretrain argv` (new: run_cli; old: the argparse function, SystemExit caught)."
     argv = [str(a) for a in argv]
-    if run_cli is not None and hasattr(ssl.pretrain_cli, 'main'): return run_cli(ssl.pretrain_cli, argv)
+    if run_cli is not None and hasattr(ssl.pretrain_cli, 'main'):        # whole frames: the CPU default of 512 tiles is tested elsewhere
+        return run_cli(ssl.pretrain_cli, argv + (['--tiles', '0'] if '--tiles' not in argv and 'tiles' in inspect.signature(ssl.pretrain_cli).parameters else []))
     try: return ssl.pretrain_cli(argv)
     except SystemExit as e: return e.code
 

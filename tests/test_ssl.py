@@ -17,9 +17,10 @@ from temlearn.ssl import (BarlowTwinsLoss, NTXentLoss, Projector, EncoderFileErr
 from fastai.callback.core import Callback, CancelFitException
 
 
-def pretrain_cmd(argv):
-    "Exit status of `temlearn-pretrain argv`."
-    return run_cli(pretrain_cli, [str(a) for a in argv])
+def pretrain_cmd(argv, tiles='0'):
+    "Exit status of `temlearn-pretrain argv`; whole frames (`--tiles 0`) unless `argv` or `tiles` says otherwise (CPU default: 512 tiles)."
+    argv = [str(a) for a in argv]
+    return run_cli(pretrain_cli, argv + (['--tiles', tiles] if tiles is not None and '--tiles' not in argv else []))
 
 
 _ntxent_ref, _barlow_ref = ntxent_loop, barlow_loop        # the package's one home for reference formulas
@@ -309,6 +310,23 @@ def test_cli_tiles_at_native_scale(tmp_path, capsys):
     assert pretrain_cmd(base + ['--out', str(tmp_path / 'a'), '--tiles', '12']) == 0
     assert 'n=12 size=32' in load_encoder(tmp_path / 'a').temlearn_meta['data_fingerprint']
     assert pretrain_cmd(base + ['--out', str(tmp_path / 'b'), '--tiles', '8', '--pixel-size-nm', '1.0']) == 0
-    assert pretrain_cmd(base + ['--out', str(tmp_path / 'c'), '--pixel-size-nm', '1.0']) == 2
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'c'), '--pixel-size-nm', '1.0']) == 2   # with --tiles 0
+    # on a CPU, no --tiles means 512 native tiles of --source-size px (cli_settings)
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'e'), '--bs', '64'], tiles=None) == 0
+    assert 'n=512 size=32' in load_encoder(tmp_path / 'e').temlearn_meta['data_fingerprint']
     assert pretrain_cmd(base + ['--out', str(tmp_path / 'd'), '--tiles', '-3']) == 2
     assert '--tiles' in capsys.readouterr().err
+
+
+def test_cli_dense_term(tmp_path, capsys):
+    "--dense W adds the local VICReg term: recorded in the encoder's metadata; a negative weight exits 2 naming it."
+    raw = tmp_path / 'raw'
+    for i, a in enumerate(_imgs(8, 48)): write_tiff(TEMImage(a.astype(np.float32), pixel_size=0.5), raw / f'im{i}.tif')
+    base = ['--data', str(raw), '--arch', 'resnet10t', '--size', '32', '--bs', '4', '--epochs', '1', '--projector', '8,8',
+            '--method', 'simclr', '--no-progress']
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'a'), '--dense', '0.5']) == 0
+    meta = load_encoder(tmp_path / 'a').temlearn_meta
+    assert meta['pretrain']['dense'] == 0.5
+    assert pretrain_cmd(base + ['--out', str(tmp_path / 'b'), '--dense', '-1']) == 2
+    assert 'dense must be' in capsys.readouterr().err
+    assert not (tmp_path / 'b' / 'encoder.safetensors').exists()
