@@ -1,6 +1,6 @@
-"""Synthetic nanowires (4 morphologies): SimCLR on native-scale tiles, probe on pooled tile features (issue 16).
+"""Synthetic nanowires (4 morphologies): SimCLR on native-scale tiles, probe on image-level features (issue 16).
 
-    python benchmarks/pretrain_payoff_nanowires.py                 # 512-px frames, 128-px tiles, 240 steps (~4 min)
+    python benchmarks/pretrain_payoff_nanowires.py --seeds 0 1 2   # 512-px frames, 240 steps per seed (~4 min a seed)
     python benchmarks/pretrain_payoff_nanowires.py --steps 720     # longer pretraining (~8 min on 2 cores)
     python benchmarks/pretrain_payoff_nanowires.py --dense 1       # with the local VICReg term (LocalTerm)
     python benchmarks/pretrain_payoff_nanowires.py --invert 0.5    # views contrast-inverted with p = 0.5
@@ -8,11 +8,13 @@
 
 Unlabeled: 4 x 25 nanowire frames (`temlearn.synth.nanowire_image`, seeds 50000+) of --frame px; `tile_tensor` cuts
 --tiles random --tile px tiles at native scale; SimCLR with the CPU recipe (`PretrainConfig.small`, views of tile/2 px
-cut from the tiles, batch 64, lr 0.05) for --steps steps. Labeled: 4 x 30 other frames (seeds 0+). Features: the
-pretrained encoder and the same encoder at random init, as pooled tile features (`tile_features`, tiles of tile/2 and
-tile px, pooled by mean or by mean+std+max) and as the whole frame shrunk to 256 px (`extract_features`); the classical
-baseline is the grey-level histogram. Probe: per seed (20), k = 8 labeled frames per class drawn at random, the other
-88 frames are the test set, standardised logistic regression (C = 0.1). Prints the median test accuracy.
+cut from the tiles, batch 64, lr 0.05) for --steps steps, once per --seeds seed. Labeled: 4 x 30 other frames (seeds
+0+). Features, for the pretrained encoder and the same architecture at random init (same seed): pooled tiles of
+tile/2 px (`tile_features`, by mean — the earlier default — or mean+std+max, of the raw or the `clean_frame`d frame)
+and `frame_features` of the raw and of the clean frame (the latter is `image_features`, the package default); the
+classical baseline is the grey-level histogram. Probe: per draw (20), k = 8 labeled frames per class at random, the
+other 88 frames are the test set, standardised logistic regression (C = 0.1). Prints the median test accuracy per
+pretraining seed and the median over seeds.
 Variants: --dense W (local VICReg term), --invert P (a view's contrast inverted with probability P, for stain
 polarity), --bin B (every frame binned B x B first: less noise and more field per tile, thinner wires).
 """
@@ -27,9 +29,11 @@ from sklearn.preprocessing import StandardScaler
 from temlearn.augment import EMAugment
 from temlearn.data import tile_tensor
 from temlearn.encoder import create_encoder
-from temlearn.features import extract_features, histogram_features, tile_features
+from temlearn.features import clean_frame, frame_features, histogram_features, image_features, tile_features
 from temlearn.ssl import PretrainConfig, pretrain
 from temlearn.synth import MORPHOLOGIES, nanowire_image
+
+POOL3 = ('mean', 'std', 'max')
 
 
 def task(n, seed0, frame):
@@ -70,10 +74,21 @@ def probe_k(F, y, k=8, seeds=20):
     return round(float(np.median(accs)), 3)
 
 
+def feature_rows(e, imgs, tile):
+    "The image-level features compared here, as {row name: (n, d) array}."
+    clean = [clean_frame(a) for a in imgs]
+    return {f'{tile}-px tiles, mean (earlier `image_features` default)': tile_features(e, imgs, tile=tile, progress=False),
+            f'{tile}-px tiles, mean+std+max': tile_features(e, imgs, tile=tile, pool=POOL3, progress=False),
+            f'{tile}-px tiles of the clean frame, mean+std+max': tile_features(e, clean, tile=tile, pool=POOL3, progress=False),
+            'frame features, raw frame (`clean=False`)': frame_features(e, imgs, clean=False, progress=False),
+            'frame features (`image_features` default)': image_features(e, imgs, progress=False)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--frame', type=int, default=512); ap.add_argument('--tile', type=int, default=128)
     ap.add_argument('--steps', type=int, default=240); ap.add_argument('--tiles', type=int, default=512)
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0], help='pretraining (and random-init) seeds')
     ap.add_argument('--dense', type=float, default=0.0); ap.add_argument('--invert', type=float, default=0.0)
     ap.add_argument('--bin', type=int, default=1)
     a = ap.parse_args()
@@ -81,21 +96,25 @@ def main():
     t0 = time.time(); imgs, y = task(30, 0, a.frame); unl, _ = task(25, 50000, a.frame)
     print(f'synthetic frames: {time.time() - t0:.0f} s', flush=True)
     imgs, unl = binned(imgs, a.bin), binned(unl, a.bin)
-    x = tile_tensor(unl, a.tile, a.tiles, seed=0)
-    cfg = PretrainConfig.small(size=a.tile // 2, source_size=a.tile, bs=64, epochs=math.ceil(a.steps / (a.tiles // 64)), dense=a.dense)
-    aug = None
-    if a.invert: aug = InvertingAugment(cfg.size, cfg.crop, seed=cfg.seed); aug.invert_p = a.invert
-    t0 = time.time(); enc = pretrain(x, cfg, aug=aug, progress=False)
-    print(f'pretraining: {cfg.epochs} epochs x {a.tiles // 64} steps in {time.time() - t0:.0f} s', flush=True)
-    torch.manual_seed(0); rnd = create_encoder('resnet18', pretrained=False, input_size=a.tile // 2)
-    print('| features | median accuracy, k = 8 |\n|---|---|')
-    print(f'| intensity histogram | {probe_k(histogram_features(imgs), y)} |', flush=True)
-    for name, e in (('SimCLR on native tiles', enc), ('random init', rnd)):
-        for t in (a.tile // 2, a.tile):
-            for pool in (('mean',), ('mean', 'std', 'max')):
-                F = tile_features(e, imgs, tile=t, pool=pool, progress=False)
-                print(f'| {name}, {t}-px tiles, {"+".join(pool)} | {probe_k(F, y)} |', flush=True)
-        print(f'| {name}, whole frame at 256 px | {probe_k(extract_features(e, imgs, size=256, progress=False), y)} |', flush=True)
+    rows = {}
+    for seed in a.seeds:
+        x = tile_tensor(unl, a.tile, a.tiles, seed=seed)
+        cfg = PretrainConfig.small(size=a.tile // 2, source_size=a.tile, bs=64, epochs=math.ceil(a.steps / (a.tiles // 64)),
+                                   dense=a.dense, seed=seed)
+        aug = None
+        if a.invert: aug = InvertingAugment(cfg.size, cfg.crop, seed=cfg.seed); aug.invert_p = a.invert
+        t0 = time.time(); enc = pretrain(x, cfg, aug=aug, progress=False)
+        print(f'seed {seed}: pretraining {cfg.epochs} epochs x {a.tiles // 64} steps in {time.time() - t0:.0f} s', flush=True)
+        torch.manual_seed(seed); rnd = create_encoder('resnet18', pretrained=False, input_size=a.tile // 2)
+        for name, e in (('SimCLR on native tiles', enc), ('random init', rnd)):
+            t0 = time.time()
+            for row, F in feature_rows(e, imgs, a.tile // 2).items():
+                rows.setdefault((name, row), []).append(probe_k(F, y))
+            print(f'seed {seed}: {name} features and probes in {time.time() - t0:.0f} s', flush=True)
+    print(f"\n| encoder | features | median accuracy, k = 8, per pretraining seed ({', '.join(map(str, a.seeds))}) | median |\n|---|---|---|---|")
+    print(f'| — | intensity histogram | {probe_k(histogram_features(imgs), y)} | |')
+    for (name, row), v in rows.items():
+        print(f"| {name} | {row} | {' / '.join(map(str, v))} | **{np.median(v):.3f}** |", flush=True)
 
 
 if __name__ == '__main__': main()

@@ -17,9 +17,10 @@ from .encoder import create_encoder, encoder_input, normalize_batch, unwrap_mode
 from .preprocess import to_unit_range
 
 # %% auto #0
-__all__ = ['POOLS', 'TILE_POOL', 'encoder_fingerprint', 'items_fingerprint', 'extract_features', 'tile_features',
-           'image_features', 'imagenet_weights_path', 'baseline_encoders', 'histogram_features', 'histogram_baseline',
-           'density_auc', 'train_linear_probes', 'predict_linear_probes', 'classification_metrics', 'feature_stats']
+__all__ = ['POOLS', 'FEATURES', 'encoder_fingerprint', 'items_fingerprint', 'extract_features', 'tile_features', 'clean_frame',
+           'frame_features', 'image_features', 'image_level_features', 'imagenet_weights_path', 'baseline_encoders',
+           'histogram_features', 'histogram_baseline', 'density_auc', 'train_linear_probes', 'predict_linear_probes',
+           'classification_metrics', 'feature_stats']
 
 # %% ../nbs/13_features.ipynb #ac31ec37
 _INPUT_KEYS = ('arch', 'in_chans', 'input_size', 'mean', 'std', 'normalization')
@@ -187,12 +188,88 @@ def tile_features(encoder, items, tile: int | None = None, pool=('mean',), max_t
     finally: encoder.train(was).to(dev0)
     return np.stack(out).astype(np.float32)
 
-# %% ../nbs/13_features.ipynb #f94c2ab0
-TILE_POOL = ('mean',)
+# %% ../nbs/13_features.ipynb #8497cd75
+def _skewness(a: np.ndarray) -> float:
+    "Sample skewness of the values of `a` (0 for a constant array)."
+    d = a - a.mean(); s = d.std()
+    return float((d ** 3).mean() / s ** 3) if s > 0 else 0.0
 
-def image_features(encoder, items, tile: int | None = None, progress: bool = True, **kwargs) -> np.ndarray:
-    "Image-level features: `tile_features` with the package defaults (tiles of the encoder's input size, `TILE_POOL`)."
-    return tile_features(encoder, items, tile=tile, pool=kwargs.pop('pool', TILE_POOL), progress=progress, **kwargs)
+def clean_frame(img, sigma: float = 1.0, background: float = 24.0, polarity: bool = True) -> np.ndarray:
+    "`img` as float32 denoised (Gaussian `sigma` px), minus its smooth background (Gaussian `background` px), sparse structure bright."
+    from scipy import ndimage as ndi
+    a = np.asarray(as_array(img), np.float32)
+    if a.ndim != 2: raise ValueError(f"clean_frame: expected a 2-D image, got shape {a.shape}")
+    if sigma < 0 or background < 0: raise ValueError(f"sigma and background are lengths in px >= 0, got {sigma}, {background}")
+    if sigma: a = ndi.gaussian_filter(a, sigma)
+    if background: a = a - ndi.gaussian_filter(a, background)
+    return -a if polarity and _skewness(a) < 0 else a
+
+# %% ../nbs/13_features.ipynb #a6abc8f8
+def _pieces(a: np.ndarray, tile: int, max_tiles: int) -> list:
+    "The frame itself if it fits in `tile` px, else up to `max_tiles` square `tile`-px pieces of it."
+    return [a] if max(a.shape) <= tile else list(_tiles(a, min(tile, *a.shape), max_tiles))
+
+def _stage_maps(encoder, x: torch.Tensor, stages: int) -> list:
+    "Feature maps (B, C, h, w) of the last `stages` stages of a timm encoder (its final output if it has no intermediates)."
+    if stages > 1 and hasattr(encoder, 'forward_intermediates'):
+        return encoder.forward_intermediates(x, indices=stages, intermediates_only=True)
+    f = encoder(x)
+    return [f if f.ndim == 4 else f[:, :, None, None]]
+
+def _frame_vector(encoder, a: np.ndarray, meta, dev, scales, stages, pool, tile, max_tiles) -> np.ndarray:
+    "Pooled stage features of one frame in [0, 1], over every position of every piece at every scale."
+    out, x0 = [], torch.from_numpy(a.astype(np.float32))[None, None]
+    for s in scales:
+        xs = torch.nn.functional.avg_pool2d(x0, s) if s > 1 and min(a.shape) >= 2 * s else x0
+        per_stage = None
+        for piece in _pieces(xs[0, 0].numpy(), tile, max_tiles):
+            with torch.no_grad(): maps = _stage_maps(encoder, normalize_batch(torch.from_numpy(piece)[None, None], meta).to(dev), stages)
+            flat = [m[0].flatten(1).T.float().cpu().numpy() for m in maps]          # (positions, channels) per stage
+            per_stage = flat if per_stage is None else [np.concatenate([p, f]) for p, f in zip(per_stage, flat)]
+        out += [POOLS[p](f) for f in per_stage for p in pool]
+    return np.concatenate(out)
+
+# %% ../nbs/13_features.ipynb #feb8ef27
+def frame_features(encoder, items, scales=(1, 2), stages: int = 3, pool=('mean', 'std', 'max'), clean: bool = True,
+                   tile: int = 512, max_tiles: int = 16, device=None, cache_dir=None, progress: bool = True) -> np.ndarray:
+    "Per image: the (`clean_frame`ed) frame at native scale and binned by each of `scales`, its encoder maps of the last `stages` stages pooled by `pool` (cached in `cache_dir` like `extract_features`)."
+    items, meta = _items_list(items), _input_meta(encoder)
+    if not items: raise ValueError("frame_features: `items` is empty")
+    if any(p not in POOLS for p in pool): raise ValueError(f"pool must be made of {list(POOLS)}, got {pool!r}")
+    if not scales or any(int(s) != s or s < 1 for s in scales): raise ValueError(f"scales are binning factors >= 1, got {scales!r}")
+    if int(stages) != stages or stages < 1: raise ValueError(f"stages must be a positive integer, got {stages!r}")
+    pct, dev = (meta.get('normalization') or {}).get('percentiles', (0.5, 99.5)), pick_device(device)
+    settings = f"frame|{tuple(int(s) for s in scales)}|{int(stages)}|{tuple(pool)}|{bool(clean)}|{int(tile)}|{int(max_tiles)}"
+    key = hashlib.sha256(f"{_cache_key(encoder, items, meta)}|{settings}".encode()).hexdigest()[:24] if cache_dir is not None else None
+    if key and (cached := _read_cache(cache_dir, key, len(items))) is not None: return cached
+    was, dev0 = encoder.training, next(encoder.parameters(), torch.empty(0)).device
+    encoder.eval().to(dev)
+    try:
+        out = []
+        for i, it in enumerate(progress_bar(items, desc='frame features', show=progress)):
+            img, name = _load_item(it, i), _item_name(it, i)
+            a = to_unit_range(clean_frame(img) if clean else as_array(img), pct, name=name)
+            out.append(_frame_vector(encoder, a, meta, dev, [int(s) for s in scales], int(stages), pool, int(tile), int(max_tiles)))
+    finally: encoder.train(was).to(dev0)
+    feats = np.stack(out).astype(np.float32)
+    if key: _write_cache(cache_dir, key, feats)
+    return feats
+
+# %% ../nbs/13_features.ipynb #e619271c
+def image_features(encoder, items, progress: bool = True, **kwargs) -> np.ndarray:
+    "Image-level features with the package defaults: `frame_features` (clean frame, last three stages, scales 1 and 2, mean+std+max)."
+    return frame_features(encoder, items, progress=progress, **kwargs)
+
+# %% ../nbs/13_features.ipynb #7c2d9a41
+FEATURES = ('frame', 'whole')
+
+def image_level_features(encoder, items, kind: str = 'frame', bs: int = 32, device=None, cache_dir=None, size: int | None = None,
+                         progress: bool = True) -> np.ndarray:
+    "One vector per image: `image_features` (`kind` 'frame') or `extract_features` of the frame resized to `size` ('whole'), cached in `cache_dir`."
+    if kind not in FEATURES: raise ValueError(f"kind must be one of {FEATURES}, got {kind!r}")
+    if kind == 'whole': return extract_features(encoder, items, bs, device, cache_dir, size, progress)
+    if size is not None: raise ValueError("size applies to kind='whole' (the frame resized); kind='frame' reads the frame at native scale")
+    return image_features(encoder, items, device=device, cache_dir=cache_dir, progress=progress)
 
 # %% ../nbs/13_features.ipynb #a5dc1a9b
 def imagenet_weights_path(arch: str) -> Path | None:

@@ -16,7 +16,7 @@ from .core import UsageError, cli, pick_device, prepare_out_dir, progress_bar
 from .data import group_split, index_folder, load_image
 from .encoder import load_encoder
 from .masks import mask_density, read_mask
-from .features import (baseline_encoders, classification_metrics, encoder_fingerprint, extract_features,
+from .features import (baseline_encoders, classification_metrics, encoder_fingerprint, extract_features, FEATURES, image_level_features,
                                feature_stats, histogram_features, imagenet_weights_path, items_fingerprint,
                                predict_linear_probes, train_linear_probes)
 
@@ -425,7 +425,7 @@ def _surface_warnings(notes: list):
                 if msg not in notes: notes.append(msg)
 
 # %% ../nbs/14_probe.ipynb #ca732457
-def _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device) -> list:
+def _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device, features='frame', size=None) -> list:
     "The list of shots, after checking the command's arguments (a UsageError: exit status 2)."
     if not encoder: raise UsageError("give at least one --encoder DIR (a folder written by temlearn-pretrain)")
     if not data or not out: raise UsageError("give the labeled images with --data DIR and the output folder with --out DIR")
@@ -434,6 +434,7 @@ def _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device)
     if not ks or min(ks) < 1: raise UsageError(f"--shots must be positive integers, got {shots!r}")
     if seeds < 1: raise UsageError(f"--seeds must be at least 1, got {seeds}")
     if not 0 < test_frac < 1: raise UsageError(f"--test-frac must be in (0, 1), got {test_frac}")
+    if features == 'frame' and size is not None: raise UsageError("--size applies to --features whole (the frame resized); --features frame reads it at native scale")
     if batch_size < 1: raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     try: pick_device(device)
     except ValueError as e: raise UsageError(f"--device: {e}") from None
@@ -475,17 +476,18 @@ def probe_cli(encoder: Annotated[list, {'action': 'append', 'type': str}] = None
               no_random: bool = False,          # skip the random-init baseline
               no_imagenet: bool = False,        # skip the ImageNet baseline even if its weights are cached
               no_histogram: bool = False,       # skip the classical baseline (grey-level histogram + logistic regression)
-              size: int = None,                 # input size (default: the encoder's)
+              features: Annotated[str, {'choices': FEATURES}] = 'frame',  # frame: the clean frame at native scale (`image_features`); whole: the frame resized to the encoder's input (paper 001)
+              size: int = None,                 # input size for --features whole (default: the encoder's)
               batch_size: int = 32,             # images per batch when computing features
               device: str = None,               # torch device (default: the fastest available)
               no_progress: bool = False,        # no progress bars
               overwrite: bool = False):         # replace the results in a non-empty --out
     "Few-shot probes of frozen encoders beside random-init and histogram baselines (paper 001's protocol, split by group)."
-    ks, notes = _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device), []
+    ks, notes = _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device, features, size), []
     out = prepare_out_dir(out, overwrite)
     with _surface_warnings(notes):
         encs, idx = _encoders(encoder, not no_random, not no_imagenet), _class_index(data)
-        feats = {n: extract_features(e, idx, batch_size, device, out / 'cache', size, not no_progress) for n, e in encs.items()}
+        feats = {n: image_level_features(e, idx, features, batch_size, device, out / 'cache', size, not no_progress) for n, e in encs.items()}
         if not no_histogram: feats[HISTOGRAM] = histogram_features(idx)
         res = few_shot_protocol(feats, idx.label.to_numpy(), idx.group.to_numpy(), shots=ks, seeds=range(seeds),
                                 probe={n: 'logreg' if n == HISTOGRAM else probe for n in feats}, test_frac=test_frac,

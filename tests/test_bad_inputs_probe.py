@@ -128,3 +128,27 @@ def test_feature_cache_case(name, tamper, says, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter('error')                                  # the fresh entry is trusted again, silently
         np.testing.assert_allclose(extract_features(enc, imgs, cache_dir=tmp_path, progress=False), good, atol=1e-5)
+
+
+def test_frame_features_files_pieces_and_bad_file(tmp_path):
+    "Image-level features from files: large frames read in pieces, a bad file named, nothing on disk changed."
+    from PIL import Image
+    from temlearn.features import frame_features, image_features
+    torch.manual_seed(0)
+    enc = create_encoder('resnet18', in_chans=1, input_size=32)
+    r = np.random.default_rng(0)
+    big = tmp_path / 'big.png'; Image.fromarray(r.integers(0, 255, (1100, 700), dtype=np.uint8)).save(big)
+    small = tmp_path / 'small.png'; Image.fromarray(r.integers(0, 255, (48, 80), dtype=np.uint8)).save(small)
+    before = {p: sha256_file(p) for p in (big, small)}
+    F = image_features(enc, [big, small], progress=False)
+    assert F.shape == (2, 3 * (128 + 256 + 512) * 2) and np.isfinite(F).all()
+    one = frame_features(enc, [big], tile=256, max_tiles=4, progress=False)           # 4 pieces of 256 px
+    assert one.shape == (1, F.shape[1]) and not np.allclose(one[0], F[0])
+    assert {p: sha256_file(p) for p in (big, small)} == before
+    bad = tmp_path / 'bad.png'; bad.write_bytes(b'not an image')
+    with pytest.raises(Exception, match='bad.png'):
+        frame_features(enc, [small, bad], progress=False)
+    with pytest.raises(ValueError, match='pool must be'):
+        frame_features(enc, [small], pool=('median',), progress=False)
+    with pytest.raises(ValueError, match='stages'):
+        frame_features(enc, [small], stages=0, progress=False)
