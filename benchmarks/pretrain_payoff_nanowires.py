@@ -5,6 +5,7 @@
     python benchmarks/pretrain_payoff_nanowires.py --dense 1       # with the local VICReg term (LocalTerm)
     python benchmarks/pretrain_payoff_nanowires.py --invert 0.5    # views contrast-inverted with p = 0.5
     python benchmarks/pretrain_payoff_nanowires.py --bin 2         # frames binned 2x2 before tiling and probing
+    python benchmarks/pretrain_payoff_nanowires.py --seeds 0 1 2 --dihedral --only-default   # + features averaged over 8 orientations
 
 Unlabeled: 4 x 25 nanowire frames (`temlearn.synth.nanowire_image`, seeds 50000+) of --frame px; `tile_tensor` cuts
 --tiles random --tile px tiles at native scale; SimCLR with the CPU recipe (`PretrainConfig.small`, views of tile/2 px
@@ -16,7 +17,9 @@ classical baseline is the grey-level histogram. Probe: per draw (20), k = 8 labe
 other 88 frames are the test set, standardised logistic regression (C = 0.1). Prints the median test accuracy per
 pretraining seed and the median over seeds.
 Variants: --dense W (local VICReg term), --invert P (a view's contrast inverted with probability P, for stain
-polarity), --bin B (every frame binned B x B first: less noise and more field per tile, thinner wires).
+polarity), --bin B (every frame binned B x B first: less noise and more field per tile, thinner wires); --dihedral adds
+the row `image_features(..., dihedral=True)` (averaged over the frame's 8 rotations and mirrorings, 8x the time);
+--only-default keeps only the `image_features` rows.
 """
 import argparse, math, time
 
@@ -74,14 +77,16 @@ def probe_k(F, y, k=8, seeds=20):
     return round(float(np.median(accs)), 3)
 
 
-def feature_rows(e, imgs, tile):
+def feature_rows(e, imgs, tile, dihedral=False, only_default=False):
     "The image-level features compared here, as {row name: (n, d) array}."
+    rows = {'frame features (`image_features` default)': image_features(e, imgs, progress=False)}
+    if dihedral: rows['frame features averaged over 8 orientations (`dihedral=True`)'] = image_features(e, imgs, dihedral=True, progress=False)
+    if only_default: return rows
     clean = [clean_frame(a) for a in imgs]
     return {f'{tile}-px tiles, mean (earlier `image_features` default)': tile_features(e, imgs, tile=tile, progress=False),
             f'{tile}-px tiles, mean+std+max': tile_features(e, imgs, tile=tile, pool=POOL3, progress=False),
             f'{tile}-px tiles of the clean frame, mean+std+max': tile_features(e, clean, tile=tile, pool=POOL3, progress=False),
-            'frame features, raw frame (`clean=False`)': frame_features(e, imgs, clean=False, progress=False),
-            'frame features (`image_features` default)': image_features(e, imgs, progress=False)}
+            'frame features, raw frame (`clean=False`)': frame_features(e, imgs, clean=False, progress=False), **rows}
 
 
 def main():
@@ -91,6 +96,7 @@ def main():
     ap.add_argument('--seeds', type=int, nargs='+', default=[0], help='pretraining (and random-init) seeds')
     ap.add_argument('--dense', type=float, default=0.0); ap.add_argument('--invert', type=float, default=0.0)
     ap.add_argument('--bin', type=int, default=1)
+    ap.add_argument('--dihedral', action='store_true'); ap.add_argument('--only-default', action='store_true')
     a = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.time(); imgs, y = task(30, 0, a.frame); unl, _ = task(25, 50000, a.frame)
@@ -108,7 +114,7 @@ def main():
         torch.manual_seed(seed); rnd = create_encoder('resnet18', pretrained=False, input_size=a.tile // 2)
         for name, e in (('SimCLR on native tiles', enc), ('random init', rnd)):
             t0 = time.time()
-            for row, F in feature_rows(e, imgs, a.tile // 2).items():
+            for row, F in feature_rows(e, imgs, a.tile // 2, a.dihedral, a.only_default).items():
                 rows.setdefault((name, row), []).append(probe_k(F, y))
             print(f'seed {seed}: {name} features and probes in {time.time() - t0:.0f} s', flush=True)
     print(f"\n| encoder | features | median accuracy, k = 8, per pretraining seed ({', '.join(map(str, a.seeds))}) | median |\n|---|---|---|---|")

@@ -14,6 +14,7 @@ from .core import TEMImage, as_array, check_image, pick_device, progress_bar, sh
 from .data import list_images, load_image
 from .data import square_resize
 from .encoder import create_encoder, encoder_input, normalize_batch, unwrap_model
+from .augment import dihedral as _dihedral
 from .preprocess import to_unit_range
 
 # %% auto #0
@@ -231,15 +232,16 @@ def _frame_vector(encoder, a: np.ndarray, meta, dev, scales, stages, pool, tile,
 
 # %% ../nbs/13_features.ipynb #feb8ef27
 def frame_features(encoder, items, scales=(1, 2), stages: int = 3, pool=('mean', 'std', 'max'), clean: bool = True,
-                   tile: int = 512, max_tiles: int = 16, device=None, cache_dir=None, progress: bool = True) -> np.ndarray:
-    "Per image: the (`clean_frame`ed) frame at native scale and binned by each of `scales`, its encoder maps of the last `stages` stages pooled by `pool` (cached in `cache_dir` like `extract_features`)."
+                   tile: int = 512, max_tiles: int = 16, dihedral: bool = False, device=None, cache_dir=None,
+                   progress: bool = True) -> np.ndarray:
+    "Per image: the (`clean_frame`ed) frame at native scale and binned by each of `scales`, its encoder maps of the last `stages` stages pooled by `pool`, averaged over the frame's 8 rotations and mirrorings if `dihedral` (cached in `cache_dir` like `extract_features`)."
     items, meta = _items_list(items), _input_meta(encoder)
     if not items: raise ValueError("frame_features: `items` is empty")
     if any(p not in POOLS for p in pool): raise ValueError(f"pool must be made of {list(POOLS)}, got {pool!r}")
     if not scales or any(int(s) != s or s < 1 for s in scales): raise ValueError(f"scales are binning factors >= 1, got {scales!r}")
     if int(stages) != stages or stages < 1: raise ValueError(f"stages must be a positive integer, got {stages!r}")
     pct, dev = (meta.get('normalization') or {}).get('percentiles', (0.5, 99.5)), pick_device(device)
-    settings = f"frame|{tuple(int(s) for s in scales)}|{int(stages)}|{tuple(pool)}|{bool(clean)}|{int(tile)}|{int(max_tiles)}"
+    settings = f"frame|{tuple(int(s) for s in scales)}|{int(stages)}|{tuple(pool)}|{bool(clean)}|{int(tile)}|{int(max_tiles)}|{bool(dihedral)}"
     key = hashlib.sha256(f"{_cache_key(encoder, items, meta)}|{settings}".encode()).hexdigest()[:24] if cache_dir is not None else None
     if key and (cached := _read_cache(cache_dir, key, len(items))) is not None: return cached
     was, dev0 = encoder.training, next(encoder.parameters(), torch.empty(0)).device
@@ -249,7 +251,9 @@ def frame_features(encoder, items, scales=(1, 2), stages: int = 3, pool=('mean',
         for i, it in enumerate(progress_bar(items, desc='frame features', show=progress)):
             img, name = _load_item(it, i), _item_name(it, i)
             a = to_unit_range(clean_frame(img) if clean else as_array(img), pct, name=name)
-            out.append(_frame_vector(encoder, a, meta, dev, [int(s) for s in scales], int(stages), pool, int(tile), int(max_tiles)))
+            views = [_dihedral(a, k) for k in range(8)] if dihedral else [a]
+            out.append(np.mean([_frame_vector(encoder, v, meta, dev, [int(s) for s in scales], int(stages), pool, int(tile),
+                                              int(max_tiles)) for v in views], 0))
     finally: encoder.train(was).to(dev0)
     feats = np.stack(out).astype(np.float32)
     if key: _write_cache(cache_dir, key, feats)
@@ -264,12 +268,13 @@ def image_features(encoder, items, progress: bool = True, **kwargs) -> np.ndarra
 FEATURES = ('frame', 'whole')
 
 def image_level_features(encoder, items, kind: str = 'frame', bs: int = 32, device=None, cache_dir=None, size: int | None = None,
-                         progress: bool = True) -> np.ndarray:
-    "One vector per image: `image_features` (`kind` 'frame') or `extract_features` of the frame resized to `size` ('whole'), cached in `cache_dir`."
+                         progress: bool = True, dihedral: bool = False) -> np.ndarray:
+    "One vector per image: `image_features` (`kind` 'frame', averaged over 8 orientations if `dihedral`) or `extract_features` of the frame resized to `size` ('whole'), cached in `cache_dir`."
     if kind not in FEATURES: raise ValueError(f"kind must be one of {FEATURES}, got {kind!r}")
+    if dihedral and kind != 'frame': raise ValueError("dihedral applies to kind='frame' (features of the frame at native scale)")
     if kind == 'whole': return extract_features(encoder, items, bs, device, cache_dir, size, progress)
     if size is not None: raise ValueError("size applies to kind='whole' (the frame resized); kind='frame' reads the frame at native scale")
-    return image_features(encoder, items, device=device, cache_dir=cache_dir, progress=progress)
+    return image_features(encoder, items, device=device, cache_dir=cache_dir, progress=progress, dihedral=dihedral)
 
 # %% ../nbs/13_features.ipynb #a5dc1a9b
 def imagenet_weights_path(arch: str) -> Path | None:

@@ -16,9 +16,8 @@ from .core import UsageError, cli, pick_device, prepare_out_dir, progress_bar
 from .data import group_split, index_folder, load_image
 from .encoder import load_encoder
 from .masks import mask_density, read_mask
-from .features import (baseline_encoders, classification_metrics, encoder_fingerprint, extract_features, FEATURES, image_level_features,
-                               feature_stats, histogram_features, imagenet_weights_path, items_fingerprint,
-                               predict_linear_probes, train_linear_probes)
+from .features import (baseline_encoders, classification_metrics, encoder_fingerprint, extract_features, FEATURES, feature_stats,
+                               histogram_features, image_level_features, imagenet_weights_path, items_fingerprint, predict_linear_probes, train_linear_probes)
 
 # %% auto #0
 __all__ = ['best_device', 'PROBES', 'HISTOGRAM', 'few_shot_splits', 'few_shot_protocol', 'median_ci', 'summarize', 'plot_shots',
@@ -36,8 +35,7 @@ _all_ = ['encoder_fingerprint', 'items_fingerprint', 'extract_features', 'imagen
 def _codes(labels, name='labels'):
     "Class names (sorted) and each label's integer code."
     labels = np.asarray(labels)
-    if labels.ndim != 1: raise ValueError(f"`{name}` must be 1-D, got shape {labels.shape}")
-    if len(labels) == 0: raise ValueError(f"`{name}` is empty")
+    if labels.ndim != 1 or not len(labels): raise ValueError(f"`{name}` must be a non-empty 1-D array, got shape {labels.shape}")
     if labels.dtype == object: labels = labels.astype(str)
     if labels.dtype.kind == 'f' and not np.isfinite(labels).all(): raise ValueError(f"`{name}` contains NaN or inf")
     classes, y = np.unique(labels, return_inverse=True)
@@ -425,7 +423,7 @@ def _surface_warnings(notes: list):
                 if msg not in notes: notes.append(msg)
 
 # %% ../nbs/14_probe.ipynb #ca732457
-def _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device, features='frame', size=None) -> list:
+def _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device, features='frame', size=None, dihedral=False) -> list:
     "The list of shots, after checking the command's arguments (a UsageError: exit status 2)."
     if not encoder: raise UsageError("give at least one --encoder DIR (a folder written by temlearn-pretrain)")
     if not data or not out: raise UsageError("give the labeled images with --data DIR and the output folder with --out DIR")
@@ -435,6 +433,7 @@ def _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device,
     if seeds < 1: raise UsageError(f"--seeds must be at least 1, got {seeds}")
     if not 0 < test_frac < 1: raise UsageError(f"--test-frac must be in (0, 1), got {test_frac}")
     if features == 'frame' and size is not None: raise UsageError("--size applies to --features whole (the frame resized); --features frame reads it at native scale")
+    if features == 'whole' and dihedral: raise UsageError("--dihedral applies to --features frame (the frame at native scale)")
     if batch_size < 1: raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     try: pick_device(device)
     except ValueError as e: raise UsageError(f"--device: {e}") from None
@@ -478,16 +477,17 @@ def probe_cli(encoder: Annotated[list, {'action': 'append', 'type': str}] = None
               no_histogram: bool = False,       # skip the classical baseline (grey-level histogram + logistic regression)
               features: Annotated[str, {'choices': FEATURES}] = 'frame',  # frame: the clean frame at native scale (`image_features`); whole: the frame resized to the encoder's input (paper 001)
               size: int = None,                 # input size for --features whole (default: the encoder's)
+              dihedral: bool = False,           # --features frame: average over each frame's 8 rotations and mirrorings (8x the time)
               batch_size: int = 32,             # images per batch when computing features
               device: str = None,               # torch device (default: the fastest available)
               no_progress: bool = False,        # no progress bars
               overwrite: bool = False):         # replace the results in a non-empty --out
     "Few-shot probes of frozen encoders beside random-init and histogram baselines (paper 001's protocol, split by group)."
-    ks, notes = _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device, features, size), []
+    ks, notes = _check_args(encoder, data, out, shots, seeds, test_frac, batch_size, device, features, size, dihedral), []
     out = prepare_out_dir(out, overwrite)
     with _surface_warnings(notes):
         encs, idx = _encoders(encoder, not no_random, not no_imagenet), _class_index(data)
-        feats = {n: image_level_features(e, idx, features, batch_size, device, out / 'cache', size, not no_progress) for n, e in encs.items()}
+        feats = {n: image_level_features(e, idx, features, batch_size, device, out / 'cache', size, not no_progress, dihedral) for n, e in encs.items()}
         if not no_histogram: feats[HISTOGRAM] = histogram_features(idx)
         res = few_shot_protocol(feats, idx.label.to_numpy(), idx.group.to_numpy(), shots=ks, seeds=range(seeds),
                                 probe={n: 'logreg' if n == HISTOGRAM else probe for n in feats}, test_frac=test_frac,
@@ -496,5 +496,5 @@ def probe_cli(encoder: Annotated[list, {'action': 'append', 'type': str}] = None
         save_results(res, out / 'results.csv'); summarize(res).to_csv(out / 'summary.csv', index=False)
         write_report(res, out / 'report.html', feats, idx.label.to_numpy(), images=idx.path.tolist(),
                      density=_densities(idx), notes=notes)
-    print(summarize(res).pivot(index='k', columns='encoder', values='median')[list(feats)].round(3).to_string())
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.csv'}, {out / 'report.html'}")
+    print(summarize(res).pivot(index='k', columns='encoder', values='median')[list(feats)].round(3).to_string(),
+          f"\nwrote {out / 'results.csv'}, {out / 'summary.csv'}, {out / 'report.html'}")
