@@ -3,6 +3,7 @@
     python benchmarks/pretrain_payoff.py                       # ISBI 2012, k = 1 2 4 8, 5 seeds, 256-px crops
     python benchmarks/pretrain_payoff.py --shots 8 --seeds 0 1 2 3 4 --epoch-scale 0.5
     python benchmarks/pretrain_payoff.py --shots 8 --crop 128 --epoch-scale 0.25 --sources tiles --dense 1 --finetune 0.1
+    python benchmarks/pretrain_payoff.py --shots 8 --epoch-scale 0.25 --sources tiles --finetune 0.1 --finetune-only
 
 Unlabeled data: the 30 ISBI 2012 training images (512 px), labels not used. Two SimCLR runs with the package's CPU
 recipe (`PretrainConfig.small`: ResNet18, 64-px views cut at random from 128-px sources, batch 64, lr 0.05), the same
@@ -13,7 +14,7 @@ Then paper 001's few-shot segmentation protocol (`temlearn.segment.few_shot_segm
 labeled images, U-Net on the frozen encoder, Dice + CE, --crop px training crops, scored on the held-out images at
 full size) for both, for the same encoder at random init, and smoothed Otsu (polarity and smoothing chosen on the k
 training images) - all in one run. --dense adds SimCLR runs with a local VICReg term (`LocalTerm`); --finetune adds
-every encoder fine-tuned inside the U-Net at a lower learning rate. Prints the median (and quartiles) of the test Dice per (encoder, k).
+every encoder fine-tuned inside the U-Net at a lower learning rate (--finetune-only: only those). Prints the median (and quartiles) of the test Dice per (encoder, k).
 """
 import argparse, math, time
 
@@ -36,8 +37,11 @@ def main(argv=None):
                     help='also pretrain on native tiles with a local VICReg term of these weights (PretrainConfig.dense)')
     ap.add_argument('--finetune', type=float, default=None,
                     help='also run every encoder fine-tuned in the U-Net at this fraction of the decoder lr')
+    ap.add_argument('--finetune-only', action='store_true',
+                    help='with --finetune: run only the fine-tuned encoders (random init fine-tuned is then the paired baseline)')
     ap.add_argument('--csv', default=None, help='write the per-run table here')
     a = ap.parse_args(argv)
+    if a.finetune_only and a.finetune is None: ap.error('--finetune-only needs --finetune')
     torch.set_num_threads(2)
     from temlearn.core import shared_data
     from temlearn.data import image_tensor, load_labeled, tile_tensor
@@ -60,12 +64,14 @@ def main(argv=None):
         print(f'{name}: {len(x)} sources, {cfg.epochs} epochs, {time.time() - t0:.0f} s', flush=True)
     encs['random init'] = next(iter(baseline_encoders(next(iter(encs.values())), imagenet=False).values()))
     t0 = time.time()
-    res = few_shot_segmentation(ims, masks, encs, shots=a.shots, seeds=a.seeds, crop=a.crop, loss='dice+ce',
-                                epoch_scale=a.epoch_scale, progress=True)
+    res = None if a.finetune_only else few_shot_segmentation(ims, masks, encs, shots=a.shots, seeds=a.seeds, crop=a.crop,
+                                                             loss='dice+ce', epoch_scale=a.epoch_scale, progress=True)
     if a.finetune is not None:
         ft = few_shot_segmentation(ims, masks, encs, shots=a.shots, seeds=a.seeds, crop=a.crop, loss='dice+ce',
                                    epoch_scale=a.epoch_scale, progress=True, finetune=a.finetune)
-        res = pd.concat([res, ft.assign(encoder=ft.encoder + f', fine-tuned at {a.finetune:g} x lr')], ignore_index=True)
+        ft = ft.assign(encoder=ft.encoder + f', fine-tuned at {a.finetune:g} x lr')
+        res = ft if res is None else pd.concat([res, ft], ignore_index=True)
+    base = next(e for e in res.encoder.unique() if e.startswith('random init'))
     res = pd.concat([res, _otsu_rows(res, ims, masks)], ignore_index=True)
     print(f'few-shot segmentation: {len(res)} rows in {time.time() - t0:.0f} s; whole run {time.time() - t00:.0f} s')
     if a.csv: res.drop(columns=['train_idx', 'test_idx']).to_csv(a.csv, index=False)
@@ -75,9 +81,9 @@ def main(argv=None):
     for r in t.itertuples(index=False): print('| ' + ' | '.join(str(v) for v in r) + ' |')
     wide = res.pivot_table(index=['seed', 'k'], columns='encoder', values='dice')
     for e in wide.columns:
-        if e != 'random init':
-            d = (wide[e] - wide['random init']).groupby('k').median().round(3).to_dict()
-            print(f'median paired difference {e} - random init per k: {d}')
+        if e != base:
+            d = (wide[e] - wide[base]).groupby('k').median().round(3).to_dict()
+            print(f'median paired difference {e} - {base} per k: {d}')
 
 
 if __name__ == '__main__': main()
